@@ -1,0 +1,35 @@
+//! volley-flow: the flow language, its checker and the conversation engine.
+//!
+//! Pure: no IO, no clock, no threads. Authors' YAML goes in through [`compile`]; a
+//! [`Flow`] runs conversations with [`Flow::start`] and [`Flow::handle`], which return
+//! a new [`State`] and the [`Effect`]s for the caller to carry out.
+
+mod answer;
+mod compile;
+mod diag;
+mod engine;
+mod expr;
+mod flow;
+pub mod markdown;
+mod model;
+mod time;
+pub mod transcript;
+
+
+pub use compile::{compile, content_hash, Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS};
+pub use diag::{did_you_mean, line_col, Diagnostic, Severity};
+pub use engine::{
+    AckItem, Awaiting, ChoiceView, Contact, Effect, EngineError, HttpRequest, Input, Link, Message,
+    MessageKind, Question, State, Turn, MAX_CALL_DEPTH, MAX_CHOICES, MAX_HISTORY, MAX_INPUT_BYTES,
+    MAX_STEPS_PER_TURN, STATE_FORMAT,
+};
+pub use expr::{FUEL, MAX_RENDER_BYTES};
+pub use flow::{Assistant, Flow};
+pub use model::{Priority, QuestionType, RatingStyle, FORMAT_VERSION};
+pub use time::zone;
+
+/// The JSON Schema of flow files, for editor autocompletion and validation.
+pub fn schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(model::FlowDoc);
+    serde_json::to_value(schema).expect("schema serialises")
+}

@@ -1,0 +1,106 @@
+//! The `volley` command: argument parsing and glue around the library crates.
+
+mod chat;
+mod files;
+mod test_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "volley", version, about = "Interactive, quasi-real-time conversations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check flow files: precise errors with file:line:col. Exit 1 when any has errors.
+    Check {
+        /// Flow files or directories (searched recursively for *.yaml / *.yml).
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        /// Print diagnostics as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Talk to a flow in the terminal.
+    Chat(chat::ChatArgs),
+    /// Run conversation transcripts (*.transcript) against their flows.
+    Test {
+        /// Transcript files or directories.
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        /// Rewrite transcripts with the actual output (also VOLLEY_UPDATE=1).
+        #[arg(long)]
+        update: bool,
+    },
+    /// Print the JSON Schema of flow files (for editor autocompletion).
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { paths, json } => check(&paths, json),
+        Command::Chat(args) => chat::run(args),
+        Command::Test { paths, update } => {
+            let update = update || std::env::var("VOLLEY_UPDATE").is_ok_and(|v| v == "1");
+            test_cmd::run(&paths, update)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&volley_flow::schema()).expect("schema is JSON"));
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+    let files = files::find(paths, files::is_flow_file)?;
+    if files.is_empty() {
+        anyhow::bail!("no flow files (*.yaml, *.yml) found in {}", files::show_paths(paths));
+    }
+    let color = files::use_color();
+    let (mut errors, mut warnings) = (0, 0);
+    let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    for path in &files {
+        let src = std::fs::read_to_string(path)?;
+        let checked = volley_flow::compile(&src);
+        let name = path.display().to_string();
+        for d in &checked.diagnostics {
+            if json {
+                let mut v = serde_json::to_value(d)?;
+                v["file"] = serde_json::json!(name);
+                println!("{v}");
+            } else {
+                eprint!("{}", d.render(&name, &src, color));
+            }
+        }
+        errors += checked.errors();
+        warnings += checked.warnings();
+        if let Some(flow) = &checked.flow
+            && let Some(other) = ids.insert(flow.id.clone(), path.clone())
+        {
+            eprintln!("{name}: error[duplicate-flow]: flow id `{}` is also used by {}", flow.id, other.display());
+            errors += 1;
+        }
+    }
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    eprintln!(
+        "checked {}: {}, {}",
+        plural(files.len(), "flow"),
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    );
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
