@@ -73,23 +73,52 @@ fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
     let span = e.location().and_then(|l| location_span(&l));
     let full = e.to_string();
     // serde-saphyr appends " at line X column Y"; the diagnostic shows that itself.
-    let message = match full.find(" at line ") {
+    let mut message = match full.find(" at line ") {
         Some(i) => full[..i].to_string(),
         None => full.clone(),
     };
-    let help = unknown_field_help(&message);
+    let mut help = None;
+    if let Some((head, _)) = message.split_once(", expected one of") {
+        help = unknown_field_help(&message);
+        message = head.to_string();
+    }
     let code = if message.contains("unknown field") { "unknown-field" } else { "yaml" };
     let mut d = Diagnostic::error(code, message).at(span);
     d.help_opt(help);
     d
 }
 
+/// Words authors coming from other tools reach for, and what Volley calls them.
+const FIELD_SYNONYMS: &[(&str, &str)] = &[
+    ("prompt", "say"), ("promt", "say"), ("text", "say"), ("message", "say"), ("msg", "say"),
+    ("question", "ask"), ("type", "ask"), ("input", "ask"), ("variable", "save"), ("var", "save"),
+    ("save_as", "save"), ("choices", "options"), ("buttons", "options"), ("jump", "goto"),
+    ("condition", "branch"), ("conditions", "branch"), ("if", "branch"), ("retry", "retries"),
+    ("error", "invalid"), ("error_message", "invalid"), ("image_url", "image"), ("url", "links"),
+    ("name", "id"), ("outcome", "end"), ("sleep", "wait"), ("delay_ms", "delay"),
+];
+
 /// For serde's "unknown field `x`, expected one of `a`, `b`", suggests the closest.
 fn unknown_field_help(msg: &str) -> Option<String> {
     let rest = msg.split("unknown field `").nth(1)?;
     let (wrong, tail) = rest.split_once('`')?;
     let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-    did_you_mean(wrong, expected.iter().copied())
+    let expected: Vec<&str> = if expected.is_empty() {
+        // serde-saphyr lists the names without backticks.
+        tail.trim_start_matches(", expected one of").split(',').map(str::trim).collect()
+    } else {
+        expected
+    };
+    if let Some((_, to)) = FIELD_SYNONYMS.iter().find(|(from, to)| *from == wrong && expected.contains(to)) {
+        return Some(format!("Volley calls this `{to}`"));
+    }
+    did_you_mean(wrong, expected.iter().copied()).or_else(|| {
+        if expected.len() <= 8 {
+            Some(format!("expected one of: {}", expected.join(", ")))
+        } else {
+            Some("see docs/flows.md for the fields of each step kind".into())
+        }
+    })
 }
 
 /// The type a variable is known to hold, for mismatch checks.

@@ -122,7 +122,10 @@ impl Diagnostic {
             Severity::Warning => "warning",
         });
         out.push_str(&format!("[{}]: {}\n", self.code, self.message));
-        let _ = handler.render_report(&mut out, &report);
+        let mut body = String::new();
+        let _ = handler.render_report(&mut body, &report);
+        // miette's first line repeats the header (empty here); keep the snippet and help.
+        out.push_str(body.split_once('\n').map_or("", |(_, rest)| rest));
         out
     }
 }
@@ -193,8 +196,9 @@ impl fmt::Debug for Report<'_> {
 }
 
 impl fmt::Display for Report<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.diag.message)
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The header line (`file:line:col: error[code]: message`) is printed by `render`.
+        Ok(())
     }
 }
 
