@@ -77,7 +77,8 @@ impl Invalid {
             Invalid::Step(s) => format!("Please enter a multiple of {}.", fmt_num(*s)),
             Invalid::Email => "Please enter a valid email address, like name@example.com.".into(),
             Invalid::Phone => {
-                "Please enter a valid phone number with its country code, like +1 415 555 0132.".into()
+                "Please enter a valid phone number with its country code, like +1 415 555 0132."
+                    .into()
             }
             Invalid::Url => "Please enter a valid web address, like https://example.com.".into(),
             Invalid::Date => "Please enter a date, like 2026-12-31.".into(),
@@ -95,7 +96,11 @@ impl Invalid {
 }
 
 fn fmt_num(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x}") }
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Lowercase, accents removed, whitespace collapsed, surrounding punctuation trimmed.
@@ -144,18 +149,29 @@ pub fn parse_number(input: &str, decimal_comma: bool) -> Option<f64> {
     let (commas, dots) = (s.matches(',').count(), s.matches('.').count());
     let normalized = if commas > 0 && dots > 0 {
         // The last separator is the decimal point.
-        if s.rfind(',') > s.rfind('.') { s.replace('.', "").replace(',', ".") } else { s.replace(',', "") }
+        if s.rfind(',') > s.rfind('.') {
+            s.replace('.', "").replace(',', ".")
+        } else {
+            s.replace(',', "")
+        }
     } else if commas > 0 {
         let after = s.len() - s.rfind(',').expect("has comma") - 1;
-        if commas == 1 && (decimal_comma || after != 3) { s.replace(',', ".") } else { s.replace(',', "") }
-    } else if dots > 1 {
-        s.replace('.', "")
-    } else if dots == 1 && decimal_comma && s.len() - s.rfind('.').expect("has dot") - 1 == 3 {
+        if commas == 1 && (decimal_comma || after != 3) {
+            s.replace(',', ".")
+        } else {
+            s.replace(',', "")
+        }
+    } else if dots > 1
+        || (dots == 1 && decimal_comma && s.len() - s.rfind('.').expect("has dot") - 1 == 3)
+    {
         s.replace('.', "")
     } else {
         s
     };
-    if !normalized.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+') {
+    if !normalized
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '.' || c == '-' || c == '+')
+    {
         return None;
     }
     let x: f64 = normalized.parse().ok()?;
@@ -166,11 +182,39 @@ pub fn parse_number(input: &str, decimal_comma: bool) -> Option<f64> {
 /// Locales that write `1,5` for one and a half.
 pub fn uses_decimal_comma(locale: Option<&str>) -> bool {
     let Some(l) = locale else { return false };
-    let lang = l.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+    let lang = l
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     matches!(
         lang.as_str(),
-        "de" | "fr" | "nl" | "es" | "it" | "pt" | "da" | "sv" | "nb" | "no" | "fi" | "pl" | "cs"
-            | "ru" | "tr" | "id" | "ro" | "hu" | "el" | "uk" | "sk" | "sl" | "hr" | "bg" | "lt" | "lv" | "et"
+        "de" | "fr"
+            | "nl"
+            | "es"
+            | "it"
+            | "pt"
+            | "da"
+            | "sv"
+            | "nb"
+            | "no"
+            | "fi"
+            | "pl"
+            | "cs"
+            | "ru"
+            | "tr"
+            | "id"
+            | "ro"
+            | "hu"
+            | "el"
+            | "uk"
+            | "sk"
+            | "sl"
+            | "hr"
+            | "bg"
+            | "lt"
+            | "lv"
+            | "et"
     )
 }
 
@@ -181,10 +225,19 @@ pub fn parse_email(input: &str) -> Option<String> {
         return None;
     }
     let (local, domain) = s.rsplit_once('@')?;
-    if local.is_empty() || local.len() > 64 || local.contains('@') || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+    if local.is_empty()
+        || local.len() > 64
+        || local.contains('@')
+        || local.starts_with('.')
+        || local.ends_with('.')
+        || local.contains("..")
+    {
         return None;
     }
-    if !local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)) {
+    if !local
+        .chars()
+        .all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
+    {
         return None;
     }
     let domain = domain.to_lowercase();
@@ -198,7 +251,10 @@ fn valid_host(host: &str, need_dot: bool) -> bool {
     let labels: Vec<&str> = host.split('.').collect();
     let tld = labels.last().copied().unwrap_or("");
     labels.iter().all(|l| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
             && l.chars().all(|c| c.is_alphanumeric() || c == '-')
     }) && (!need_dot || (tld.len() >= 2 && tld.chars().all(|c| c.is_alphabetic() || c == '-')))
 }
@@ -262,11 +318,18 @@ pub fn parse_phone(input: &str, country: Option<&str>) -> Option<String> {
         digits
     } else if let Some(rest) = digits.strip_prefix("00") {
         rest.to_string()
-    } else if let Some(rest) = digits.strip_prefix("011").filter(|_| country.is_some_and(|c| ["US", "CA"].contains(&c))) {
+    } else if let Some(rest) = digits
+        .strip_prefix("011")
+        .filter(|_| country.is_some_and(|c| ["US", "CA"].contains(&c)))
+    {
         rest.to_string()
     } else {
         let code = calling_code(country?)?;
-        let national = if code == "39" { digits.as_str() } else { digits.trim_start_matches('0') };
+        let national = if code == "39" {
+            digits.as_str()
+        } else {
+            digits.trim_start_matches('0')
+        };
         if code == "1" && national.len() == 11 && national.starts_with('1') {
             national.to_string()
         } else {
@@ -283,9 +346,11 @@ pub fn parse_phone(input: &str, country: Option<&str>) -> Option<String> {
 /// International calling code of an ISO 3166 alpha-2 country.
 pub fn calling_code(country: &str) -> Option<&'static str> {
     let c = country.trim().to_ascii_uppercase();
-    CALLING_CODES
-        .split(' ')
-        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == c).map(|(_, v)| v))
+    CALLING_CODES.split(' ').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(k, _)| *k == c)
+            .map(|(_, v)| v)
+    })
 }
 
 const CALLING_CODES: &str = "US=1 CA=1 PR=1 GB=44 IE=353 NL=31 BE=32 LU=352 FR=33 DE=49 AT=43 CH=41 \
@@ -301,8 +366,18 @@ TT=1 BS=1 BB=1 HT=509 CO=57 VE=58 EC=593 PE=51 BO=591 PY=595 UY=598 AR=54 CL=56 
 SR=597 AF=93 UZ=998 TM=993 KG=996 TJ=992";
 
 const MONTHS: [&str; 12] = [
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-    "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ];
 
 /// Parses a date as people write it: `2026-12-31`, `31/12/2026` (or `12/31/2026` for US
@@ -336,7 +411,11 @@ pub fn parse_date(input: &str, today: Date, month_first: bool) -> Option<Date> {
     }
     // Numeric with / . or - separators.
     let nums: Vec<&str> = s.split(['/', '.', '-']).collect();
-    if nums.len() == 3 && nums.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+    if nums.len() == 3
+        && nums
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
         let n: Vec<i32> = nums.iter().map(|p| p.parse().unwrap_or(0)).collect();
         let (y, m, d) = if nums[0].len() == 4 {
             (n[0], n[1], n[2])
@@ -345,14 +424,32 @@ pub fn parse_date(input: &str, today: Date, month_first: bool) -> Option<Date> {
         } else {
             (n[2], n[1], n[0])
         };
-        let y = if nums[2].len() == 2 && nums[0].len() != 4 { 2000 + y } else { y };
-        return Date::new(i16::try_from(y).ok()?, i8::try_from(m).ok()?, i8::try_from(d).ok()?).ok();
+        let y = if nums[2].len() == 2 && nums[0].len() != 4 {
+            2000 + y
+        } else {
+            y
+        };
+        return Date::new(
+            i16::try_from(y).ok()?,
+            i8::try_from(m).ok()?,
+            i8::try_from(d).ok()?,
+        )
+        .ok();
     }
     // Month names: "31 december 2026", "december 31 2026".
     let words: Vec<&str> = s.split([' ', ',']).filter(|w| !w.is_empty()).collect();
     if words.len() == 3 {
-        let month = |w: &str| MONTHS.iter().position(|m| w.len() >= 3 && m.starts_with(w)).map(|i| i as i8 + 1);
-        let day = |w: &str| w.trim_end_matches(|c: char| c.is_alphabetic()).parse::<i8>().ok();
+        let month = |w: &str| {
+            MONTHS
+                .iter()
+                .position(|m| w.len() >= 3 && m.starts_with(w))
+                .map(|i| i as i8 + 1)
+        };
+        let day = |w: &str| {
+            w.trim_end_matches(|c: char| c.is_alphabetic())
+                .parse::<i8>()
+                .ok()
+        };
         let year: i16 = words[2].parse().ok()?;
         if let (Some(d), Some(m)) = (day(words[0]), month(words[1])) {
             return Date::new(year, m, d).ok();
@@ -386,11 +483,40 @@ pub fn split_range(input: &str) -> Option<(&str, &str)> {
 pub fn parse_yes_no(input: &str) -> Option<bool> {
     let s = normalize(input);
     const YES: &[&str] = &[
-        "yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "of course", "absolutely", "definitely",
-        "true", "correct", "si", "ja", "oui", "da", "sim", "👍",
+        "yes",
+        "y",
+        "yeah",
+        "yep",
+        "yup",
+        "sure",
+        "ok",
+        "okay",
+        "of course",
+        "absolutely",
+        "definitely",
+        "true",
+        "correct",
+        "si",
+        "ja",
+        "oui",
+        "da",
+        "sim",
+        "👍",
     ];
     const NO: &[&str] = &[
-        "no", "n", "nope", "nah", "not really", "no thanks", "false", "never", "nee", "non", "nein", "nao", "👎",
+        "no",
+        "n",
+        "nope",
+        "nah",
+        "not really",
+        "no thanks",
+        "false",
+        "never",
+        "nee",
+        "non",
+        "nein",
+        "nao",
+        "👎",
     ];
     if YES.contains(&s.as_str()) {
         Some(true)
@@ -405,7 +531,10 @@ pub fn parse_yes_no(input: &str) -> Option<bool> {
 pub fn parse_rating(input: &str) -> Option<i64> {
     let s = input.trim();
     let stars = s.chars().filter(|c| *c == '★' || *c == '⭐').count();
-    if stars > 0 && s.chars().all(|c| c == '★' || c == '⭐' || c == '☆' || c.is_whitespace() || c == '\u{fe0f}') {
+    if stars > 0
+        && s.chars()
+            .all(|c| c == '★' || c == '⭐' || c == '☆' || c.is_whitespace() || c == '\u{fe0f}')
+    {
         return Some(stars as i64);
     }
     let n = normalize(s);
@@ -429,7 +558,7 @@ pub fn match_choice(input: &str, options: &[Candidate]) -> Option<usize> {
         return None;
     }
     let exact = |o: &Candidate| {
-        normalize(&o.label) == n || normalize(&o.value) == n || o.synonyms.iter().any(|s| *s == n)
+        normalize(&o.label) == n || normalize(&o.value) == n || o.synonyms.contains(&n)
     };
     if let Some(i) = options.iter().position(exact) {
         return Some(i);
@@ -447,7 +576,32 @@ pub fn match_choice(input: &str, options: &[Candidate]) -> Option<usize> {
         .filter(|(_, o)| contains(&normalize(&o.label)) || o.synonyms.iter().any(|s| contains(s)))
         .map(|(i, _)| i)
         .collect();
-    (hits.len() == 1).then(|| hits[0])
+    if hits.len() == 1 {
+        return Some(hits[0]);
+    }
+    // The typed words appear in exactly one label ("beans" for "Beans ×1").
+    if n.chars().count() >= 3 {
+        let needle = format!(
+            " {} ",
+            n.replace(|c: char| c.is_ascii_punctuation(), " ").trim()
+        );
+        let hits: Vec<usize> = options
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                format!(
+                    " {} ",
+                    normalize(&o.label).replace(|c: char| c.is_ascii_punctuation(), " ")
+                )
+                .contains(&needle)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if hits.len() == 1 {
+            return Some(hits[0]);
+        }
+    }
+    None
 }
 
 /// Matches typed text to several options: split on commas, `;`, ` and `, `&`.
@@ -457,7 +611,10 @@ pub fn match_choices(input: &str, options: &[Candidate]) -> Option<Vec<usize>> {
         return Some(vec![i]);
     }
     let mut picked = Vec::new();
-    for part in lowered.split([',', ';', '&', '+']).flat_map(|p| p.split(" and ")) {
+    for part in lowered
+        .split([',', ';', '&', '+'])
+        .flat_map(|p| p.split(" and "))
+    {
         let part = part.trim();
         if part.is_empty() {
             continue;
@@ -477,7 +634,11 @@ mod tests {
     fn cands(labels: &[&str]) -> Vec<Candidate> {
         labels
             .iter()
-            .map(|l| Candidate { value: l.to_lowercase(), label: l.to_string(), synonyms: Vec::new() })
+            .map(|l| Candidate {
+                value: l.to_lowercase(),
+                label: l.to_string(),
+                synonyms: Vec::new(),
+            })
             .collect()
     }
 
@@ -498,16 +659,34 @@ mod tests {
 
     #[test]
     fn emails_urls_and_phones_normalise() {
-        assert_eq!(parse_email(" Ana@Example.COM ").as_deref(), Some("Ana@example.com"));
+        assert_eq!(
+            parse_email(" Ana@Example.COM ").as_deref(),
+            Some("Ana@example.com")
+        );
         assert_eq!(parse_email("ana@localhost"), None);
         assert_eq!(parse_email("a b@x.com"), None);
-        assert_eq!(parse_url("example.com/pricing").as_deref(), Some("https://example.com/pricing"));
+        assert_eq!(
+            parse_url("example.com/pricing").as_deref(),
+            Some("https://example.com/pricing")
+        );
         assert_eq!(parse_url("javascript:alert(1)"), None);
         assert_eq!(parse_url("ftp://x.com"), None);
-        assert_eq!(parse_phone("+31 6 1234 5678", None).as_deref(), Some("+31612345678"));
-        assert_eq!(parse_phone("06-12345678", Some("NL")).as_deref(), Some("+31612345678"));
-        assert_eq!(parse_phone("(415) 555-0132", Some("US")).as_deref(), Some("+14155550132"));
-        assert_eq!(parse_phone("0044 20 7946 0958", None).as_deref(), Some("+442079460958"));
+        assert_eq!(
+            parse_phone("+31 6 1234 5678", None).as_deref(),
+            Some("+31612345678")
+        );
+        assert_eq!(
+            parse_phone("06-12345678", Some("NL")).as_deref(),
+            Some("+31612345678")
+        );
+        assert_eq!(
+            parse_phone("(415) 555-0132", Some("US")).as_deref(),
+            Some("+14155550132")
+        );
+        assert_eq!(
+            parse_phone("0044 20 7946 0958", None).as_deref(),
+            Some("+442079460958")
+        );
         assert_eq!(parse_phone("06 1234", Some("NL")), None);
         assert_eq!(parse_phone("12345678", None), None);
         assert_eq!(parse_phone("call me", Some("US")), None);
@@ -539,6 +718,10 @@ mod tests {
         assert_eq!(match_choice("I'd say red", &opts), Some(0));
         assert_eq!(match_choice("red or blue", &opts), None);
         assert_eq!(match_choice("green", &opts), None);
+        assert_eq!(match_choice("brulee", &opts), Some(2));
+        let sized = cands(&["Mug ×2", "Beans ×1", "Red wine", "Red beer"]);
+        assert_eq!(match_choice("beans", &sized), Some(1));
+        assert_eq!(match_choice("red", &sized), None);
         assert_eq!(match_choices("red, blue", &opts), Some(vec![0, 1]));
         assert_eq!(match_choices("1 and 3", &opts), Some(vec![0, 2]));
     }

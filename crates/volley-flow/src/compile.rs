@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
-use crate::diag::{did_you_mean, location_span, span_of, Diagnostic};
-use crate::expr::{CodeBuilder, ExprId, Text, TplId, BUILTIN_NAMES, FUNCTION_NAMES};
+use crate::diag::{Diagnostic, did_you_mean, location_span, span_of};
+use crate::expr::{BUILTIN_NAMES, CodeBuilder, ExprId, FUNCTION_NAMES, Text, TplId};
 use crate::flow::*;
 use crate::model::*;
 use crate::time;
@@ -41,14 +41,17 @@ pub fn compile(src: &str) -> Checked {
     let flow = if src.len() > MAX_SOURCE_BYTES {
         diags.push(Diagnostic::error(
             "too-large",
-            format!("flow file is {} bytes; the limit is {MAX_SOURCE_BYTES}", src.len()),
+            format!(
+                "flow file is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                src.len()
+            ),
         ));
         None
     } else {
         match parse(src) {
             Ok(doc) => Lowerer::new(src, &mut diags).lower(doc),
             Err(d) => {
-                diags.push(d);
+                diags.push(*d);
                 None
             }
         }
@@ -58,19 +61,39 @@ pub fn compile(src: &str) -> Checked {
     }
     diags.sort_by_key(|d| (d.span.as_ref().map_or(0, |s| s.start), d.severity));
     let has_errors = diags.iter().any(|d| d.is_error());
-    Checked { flow: if has_errors { None } else { flow }, diagnostics: diags }
+    Checked {
+        flow: if has_errors { None } else { flow },
+        diagnostics: diags,
+    }
 }
 
-fn parse(src: &str) -> Result<FlowDoc, Diagnostic> {
+fn parse(src: &str) -> Result<FlowDoc, Box<Diagnostic>> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
     };
-    serde_saphyr::from_str_with_options::<FlowDoc>(src, options).map_err(|e| yaml_error(&e))
+    serde_saphyr::from_str_with_options::<FlowDoc>(src, options)
+        .map_err(|e| Box::new(yaml_error(&e, src)))
 }
 
-fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
-    let span = e.location().and_then(|l| location_span(&l));
+fn yaml_error(e: &serde_saphyr::Error, src: &str) -> Diagnostic {
+    let span = e.location().and_then(|l| {
+        location_span(&l).or_else(|| {
+            // Some scanner errors carry only line and column.
+            let (line, col) = (l.line() as usize, l.column() as usize);
+            if line == 0 {
+                return None;
+            }
+            let start: usize = src.split_inclusive('\n').take(line - 1).map(str::len).sum();
+            let text = src[start..].lines().next().unwrap_or("");
+            let offset = start
+                + text
+                    .char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map_or(text.len(), |(i, _)| i);
+            Some(offset..offset + 1)
+        })
+    });
     let full = e.to_string();
     // serde-saphyr appends " at line X column Y"; the diagnostic shows that itself.
     let mut message = match full.find(" at line ") {
@@ -82,7 +105,11 @@ fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
         help = unknown_field_help(&message);
         message = head.to_string();
     }
-    let code = if message.contains("unknown field") { "unknown-field" } else { "yaml" };
+    let code = if message.contains("unknown field") {
+        "unknown-field"
+    } else {
+        "yaml"
+    };
     let mut d = Diagnostic::error(code, message).at(span);
     d.help_opt(help);
     d
@@ -90,12 +117,32 @@ fn yaml_error(e: &serde_saphyr::Error) -> Diagnostic {
 
 /// Words authors coming from other tools reach for, and what Volley calls them.
 const FIELD_SYNONYMS: &[(&str, &str)] = &[
-    ("prompt", "say"), ("promt", "say"), ("text", "say"), ("message", "say"), ("msg", "say"),
-    ("question", "ask"), ("type", "ask"), ("input", "ask"), ("variable", "save"), ("var", "save"),
-    ("save_as", "save"), ("choices", "options"), ("buttons", "options"), ("jump", "goto"),
-    ("condition", "branch"), ("conditions", "branch"), ("if", "branch"), ("retry", "retries"),
-    ("error", "invalid"), ("error_message", "invalid"), ("image_url", "image"), ("url", "links"),
-    ("name", "id"), ("outcome", "end"), ("sleep", "wait"), ("delay_ms", "delay"),
+    ("prompt", "say"),
+    ("promt", "say"),
+    ("text", "say"),
+    ("message", "say"),
+    ("msg", "say"),
+    ("question", "ask"),
+    ("type", "ask"),
+    ("input", "ask"),
+    ("variable", "save"),
+    ("var", "save"),
+    ("save_as", "save"),
+    ("choices", "options"),
+    ("buttons", "options"),
+    ("jump", "goto"),
+    ("condition", "branch"),
+    ("conditions", "branch"),
+    ("if", "branch"),
+    ("retry", "retries"),
+    ("error", "invalid"),
+    ("error_message", "invalid"),
+    ("image_url", "image"),
+    ("url", "links"),
+    ("name", "id"),
+    ("outcome", "end"),
+    ("sleep", "wait"),
+    ("delay_ms", "delay"),
 ];
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`", suggests the closest.
@@ -105,11 +152,17 @@ fn unknown_field_help(msg: &str) -> Option<String> {
     let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
     let expected: Vec<&str> = if expected.is_empty() {
         // serde-saphyr lists the names without backticks.
-        tail.trim_start_matches(", expected one of").split(',').map(str::trim).collect()
+        tail.trim_start_matches(", expected one of")
+            .split(',')
+            .map(str::trim)
+            .collect()
     } else {
         expected
     };
-    if let Some((_, to)) = FIELD_SYNONYMS.iter().find(|(from, to)| *from == wrong && expected.contains(to)) {
+    if let Some((_, to)) = FIELD_SYNONYMS
+        .iter()
+        .find(|(from, to)| *from == wrong && expected.contains(to))
+    {
         return Some(format!("Volley calls this `{to}`"));
     }
     did_you_mean(wrong, expected.iter().copied()).or_else(|| {
@@ -202,6 +255,17 @@ enum Slot {
     Start,
 }
 
+/// Variables defined in one scope: name → (type if known, first definition).
+type Defs = BTreeMap<String, (Option<VarType>, Option<Range<usize>>)>;
+
+/// A `call` step, checked against its sub-flow once every scope is lowered.
+struct PendingCall {
+    name: String,
+    span: Option<Range<usize>>,
+    with: Vec<Assignment>,
+    returns: Vec<Assignment>,
+}
+
 struct Lowerer<'a> {
     src: &'a str,
     diags: &'a mut Vec<Diagnostic>,
@@ -210,16 +274,27 @@ struct Lowerer<'a> {
     spans_expr: Vec<Option<Range<usize>>>,
     uses: Vec<Use>,
     /// Per scope: variable name → (type if known, span of first definition).
-    defs: Vec<BTreeMap<String, (Option<VarType>, Option<Range<usize>>)>>,
+    defs: Vec<Defs>,
     targets: Vec<Target>,
     /// Per scope: step id spans (for unreachable warnings).
     step_spans: Vec<Vec<Option<Range<usize>>>>,
-    calls: Vec<(usize, usize, String, Option<Range<usize>>, Vec<Assignment>, Vec<Assignment>)>,
+    calls: Vec<PendingCall>,
 }
 
 const KIND_KEYS: &[&str] = &[
-    "say/image/video", "ask", "set", "branch", "goto", "call", "split", "goal", "end", "handoff",
-    "wait", "http", "webhook",
+    "say/image/video",
+    "ask",
+    "set",
+    "branch",
+    "goto",
+    "call",
+    "split",
+    "goal",
+    "end",
+    "handoff",
+    "wait",
+    "http",
+    "webhook",
 ];
 
 impl<'a> Lowerer<'a> {
@@ -238,18 +313,34 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn err(&mut self, code: &'static str, msg: impl Into<String>, span: Option<Range<usize>>) -> &mut Diagnostic {
+    fn err(
+        &mut self,
+        code: &'static str,
+        msg: impl Into<String>,
+        span: Option<Range<usize>>,
+    ) -> &mut Diagnostic {
         self.diags.push(Diagnostic::error(code, msg).at(span));
         self.diags.last_mut().expect("just pushed")
     }
 
-    fn warn(&mut self, code: &'static str, msg: impl Into<String>, span: Option<Range<usize>>) -> &mut Diagnostic {
+    fn warn(
+        &mut self,
+        code: &'static str,
+        msg: impl Into<String>,
+        span: Option<Range<usize>>,
+    ) -> &mut Diagnostic {
         self.diags.push(Diagnostic::warning(code, msg).at(span));
         self.diags.last_mut().expect("just pushed")
     }
 
     /// Registers a template text read by `scope`.
-    fn text(&mut self, scope: usize, sp: &Sp<String>, markdown: bool, extra: Option<&'static str>) -> Text {
+    fn text(
+        &mut self,
+        scope: usize,
+        sp: &Sp<String>,
+        markdown: bool,
+        extra: Option<&'static str>,
+    ) -> Text {
         self.text_at(scope, &sp.value, span_of(sp), markdown, extra)
     }
 
@@ -264,7 +355,12 @@ impl<'a> Lowerer<'a> {
         let t = self.code.text(value, markdown);
         if let Text::Template(id) = t {
             self.spans_tpl.push(span.clone());
-            self.uses.push(Use { scope, names: UseNames::Template(id), span, extra });
+            self.uses.push(Use {
+                scope,
+                names: UseNames::Template(id),
+                span,
+                extra,
+            });
         }
         t
     }
@@ -276,14 +372,29 @@ impl<'a> Lowerer<'a> {
         }
         let id = self.code.expr(&sp.value.0);
         self.spans_expr.push(span.clone());
-        self.uses.push(Use { scope, names: UseNames::Expr(id), span, extra });
+        self.uses.push(Use {
+            scope,
+            names: UseNames::Expr(id),
+            span,
+            extra,
+        });
         id
     }
 
-    fn define(&mut self, scope: usize, name: &str, ty: Option<VarType>, span: Option<Range<usize>>) {
+    fn define(
+        &mut self,
+        scope: usize,
+        name: &str,
+        ty: Option<VarType>,
+        span: Option<Range<usize>>,
+    ) {
         if BUILTIN_NAMES.contains(&name) || FUNCTION_NAMES.contains(&name) {
-            self.err("reserved-name", format!("`{name}` is a reserved name and cannot be a variable"), span.clone())
-                .help("pick another name, e.g. `my_".to_string() + name + "`");
+            self.err(
+                "reserved-name",
+                format!("`{name}` is a reserved name and cannot be a variable"),
+                span.clone(),
+            )
+            .help("pick another name, e.g. `my_".to_string() + name + "`");
             return;
         }
         if !is_identifier(name) {
@@ -299,7 +410,9 @@ impl<'a> Lowerer<'a> {
         match defs.get(name) {
             Some((Some(old), old_span)) if ty.is_some() && ty != Some(*old) => {
                 let (old, old_span) = (*old, old_span.clone());
-                let line = old_span.map(|s| crate::diag::line_col(self.src, s.start).0).unwrap_or(0);
+                let line = old_span
+                    .map(|s| crate::diag::line_col(self.src, s.start).0)
+                    .unwrap_or(0);
                 self.err(
                     "type-mismatch",
                     format!(
@@ -323,36 +436,57 @@ impl<'a> Lowerer<'a> {
     }
 
     fn target(&mut self, scope: usize, sp: &Sp<String>, slot: Slot) {
-        self.targets.push(Target { scope, name: sp.value.clone(), span: span_of(sp), slot });
+        self.targets.push(Target {
+            scope,
+            name: sp.value.clone(),
+            span: span_of(sp),
+            slot,
+        });
     }
 
     fn lower(mut self, doc: FlowDoc) -> Option<Flow> {
         if doc.volley.value != FORMAT_VERSION {
             self.err(
                 "format-version",
-                format!("unsupported format version {}; this Volley reads version {FORMAT_VERSION}", doc.volley.value),
+                format!(
+                    "unsupported format version {}; this Volley reads version {FORMAT_VERSION}",
+                    doc.volley.value
+                ),
                 span_of(&doc.volley),
             );
         }
         let id = doc.id.value.clone();
         if !is_flow_id(&id) {
-            self.err("invalid-id", format!("flow id `{id}` is not valid"), span_of(&doc.id))
-                .help("use lowercase letters, digits and `-`, up to 64 characters");
+            self.err(
+                "invalid-id",
+                format!("flow id `{id}` is not valid"),
+                span_of(&doc.id),
+            )
+            .help("use lowercase letters, digits and `-`, up to 64 characters");
         }
-        if doc.title.trim().is_empty() {
-            self.err("empty-title", "the flow needs a title", span_of(&doc.id));
+        if doc.title.value.trim().is_empty() {
+            self.err("empty-title", "the flow needs a title", span_of(&doc.title));
         }
-        let total_steps: usize = doc.steps.len() + doc.subflows.values().map(|s| s.steps.len()).sum::<usize>();
+        let total_steps: usize =
+            doc.steps.len() + doc.subflows.values().map(|s| s.steps.len()).sum::<usize>();
         if total_steps > MAX_STEPS {
-            self.err("too-many-steps", format!("{total_steps} steps; the limit is {MAX_STEPS}"), span_of(&doc.id));
+            self.err(
+                "too-many-steps",
+                format!("{total_steps} steps; the limit is {MAX_STEPS}"),
+                span_of(&doc.id),
+            );
             return None;
         }
 
         let pacing = self.pacing(doc.pacing.as_ref(), Pacing::default());
         let timezone = doc.timezone.as_ref().and_then(|tz| {
             if time::zone(&tz.value).is_none() {
-                self.err("unknown-timezone", format!("unknown time zone `{}`", tz.value), span_of(tz))
-                    .help("use an IANA name such as `Europe/Berlin` or `America/New_York`");
+                self.err(
+                    "unknown-timezone",
+                    format!("unknown time zone `{}`", tz.value),
+                    span_of(tz),
+                )
+                .help("use an IANA name such as `Europe/Berlin` or `America/New_York`");
                 None
             } else {
                 Some(tz.value.clone())
@@ -362,8 +496,12 @@ impl<'a> Lowerer<'a> {
             name: doc.assistant.as_ref().and_then(|a| a.name.clone()),
             label: match doc.assistant.as_ref().and_then(|a| a.label.as_ref()) {
                 Some(l) if l.value.trim().is_empty() => {
-                    self.err("hidden-label", "the automation label cannot be empty", span_of(l))
-                        .help("reword it (e.g. \"Virtual assistant\"), but it must stay visible");
+                    self.err(
+                        "hidden-label",
+                        "the automation label cannot be empty",
+                        span_of(l),
+                    )
+                    .help("reword it (e.g. \"Virtual assistant\"), but it must stay visible");
                     DEFAULT_ASSISTANT_LABEL.to_string()
                 }
                 Some(l) => l.value.clone(),
@@ -384,13 +522,26 @@ impl<'a> Lowerer<'a> {
         }
 
         let mut scopes = Vec::new();
-        let main = self.scope(0, None, &doc.steps, &sub_names, &pacing, back_default, Vec::new(), Vec::new());
+        let main = self.scope(
+            0,
+            None,
+            &doc.steps,
+            &sub_names,
+            &pacing,
+            back_default,
+            Vec::new(),
+            Vec::new(),
+        );
         scopes.push(main);
         for (i, (name, sub)) in doc.subflows.iter().enumerate() {
             let si = i + 1;
             if !is_identifier(name) {
-                self.err("invalid-name", format!("sub-flow name `{name}` is not valid"), None)
-                    .help("use letters, digits and `_`");
+                self.err(
+                    "invalid-name",
+                    format!("sub-flow name `{name}` is not valid"),
+                    None,
+                )
+                .help("use letters, digits and `_`");
             }
             for input in &sub.inputs {
                 self.define(si, input, None, None);
@@ -421,7 +572,10 @@ impl<'a> Lowerer<'a> {
                 if !self.defs[si].contains_key(out) {
                     self.err(
                         "unknown-variable",
-                        format!("sub-flow `{}` returns `{out}`, but never sets it", scope.name.clone().unwrap_or_default()),
+                        format!(
+                            "sub-flow `{}` returns `{out}`, but never sets it",
+                            scope.name.clone().unwrap_or_default()
+                        ),
                         None,
                     );
                 }
@@ -429,7 +583,11 @@ impl<'a> Lowerer<'a> {
         }
 
         let human = doc.human.map(|h| Human {
-            keywords: h.keywords.iter().map(|k| crate::answer::normalize(k)).collect(),
+            keywords: h
+                .keywords
+                .iter()
+                .map(|k| crate::answer::normalize(k))
+                .collect(),
             queue: h.queue,
         });
 
@@ -438,12 +596,20 @@ impl<'a> Lowerer<'a> {
         for (id, e) in &report.template_errors {
             let span = self.spans_tpl[id.0 as usize].clone();
             let span = self.inner_span(span, e);
-            self.err("template", format!("template does not compile: {}", minijinja_message(e)), span);
+            self.err(
+                "template",
+                format!("template does not compile: {}", minijinja_message(e)),
+                span,
+            );
         }
         for (id, e) in &report.expr_errors {
             let span = self.spans_expr[id.0 as usize].clone();
             let span = self.inner_span(span, e);
-            self.err("expression", format!("expression does not compile: {}", minijinja_message(e)), span);
+            self.err(
+                "expression",
+                format!("expression does not compile: {}", minijinja_message(e)),
+                span,
+            );
         }
         self.check_uses(&report);
         self.check_graph(&scopes);
@@ -451,7 +617,7 @@ impl<'a> Lowerer<'a> {
 
         let flow = Flow {
             id,
-            title: doc.title,
+            title: doc.title.value,
             description: doc.description,
             version: content_hash(self.src),
             assistant,
@@ -476,7 +642,11 @@ impl<'a> Lowerer<'a> {
         }
         if let Some(wpm) = &doc.wpm {
             if !(wpm.value.is_finite() && wpm.value >= 10.0 && wpm.value <= 10_000.0) {
-                self.err("invalid-pacing", "wpm must be between 10 and 10000", span_of(wpm));
+                self.err(
+                    "invalid-pacing",
+                    "wpm must be between 10 and 10000",
+                    span_of(wpm),
+                );
             } else {
                 p.wpm = wpm.value;
             }
@@ -524,24 +694,47 @@ impl<'a> Lowerer<'a> {
         let mut ids = Vec::with_capacity(steps.len());
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut id_spans: Vec<Option<Range<usize>>> = Vec::new();
+        let explicit: HashSet<&str> = steps
+            .iter()
+            .filter_map(|st| st.id.as_ref().map(|i| i.value.as_str()))
+            .collect();
         for (i, st) in steps.iter().enumerate() {
-            let (local, span) = match (&st.id, &st.save, &st.ask) {
+            let (mut local, span) = match (&st.id, &st.save, &st.ask) {
                 (Some(id), _, _) => (id.value.clone(), span_of(id)),
                 (None, Some(save), Some(_)) => (save.value.clone(), span_of(save)),
                 _ => (format!("step-{}", i + 1), step_span(st)),
             };
+            if st.id.is_none() {
+                // Implicit ids never collide: a second question saving `email` is `email-2`.
+                let base = local.clone();
+                let mut n = 2;
+                while index.contains_key(&local) || explicit.contains(local.as_str()) {
+                    local = format!("{base}-{n}");
+                    n += 1;
+                }
+            }
             if st.id.is_some() && !is_step_id(&local) {
-                self.err("invalid-id", format!("step id `{local}` is not valid"), span.clone())
-                    .help("use letters, digits, `-` and `_`");
+                self.err(
+                    "invalid-id",
+                    format!("step id `{local}` is not valid"),
+                    span.clone(),
+                )
+                .help("use letters, digits, `-` and `_`");
             }
             if let Some(&first) = index.get(&local) {
                 let line = id_spans[first]
                     .as_ref()
                     .map(|s| crate::diag::line_col(self.src, s.start).0)
                     .unwrap_or(0);
-                self.err("duplicate-id", format!("step id `{local}` is used twice"), span.clone())
-                    .label("second use")
-                    .help(format!("the first is on line {line}; step ids must be unique"));
+                self.err(
+                    "duplicate-id",
+                    format!("step id `{local}` is used twice"),
+                    span.clone(),
+                )
+                .label("second use")
+                .help(format!(
+                    "the first is on line {line}; step ids must be unique"
+                ));
             } else {
                 index.insert(local.clone(), i);
             }
@@ -552,15 +745,31 @@ impl<'a> Lowerer<'a> {
         let prefix = name.as_ref().map(|n| format!("{n}/")).unwrap_or_default();
         let mut out = Vec::with_capacity(steps.len());
         for (i, st) in steps.iter().enumerate() {
-            let next = if i + 1 < steps.len() { Some(i + 1) } else { None };
+            let next = if i + 1 < steps.len() {
+                Some(i + 1)
+            } else {
+                None
+            };
             let kind = self.step(si, i, st, sub_names, pacing, back_default);
             let explicit_next = st.next.as_ref();
             if let Some(n) = explicit_next {
                 self.target(si, n, Slot::Next(i));
             }
-            out.push(Step { id: format!("{prefix}{}", ids[i]), next, kind });
+            out.push(Step {
+                id: format!("{prefix}{}", ids[i]),
+                next,
+                kind,
+            });
         }
-        Scope { name, steps: out, start: 0, inputs, outputs, index, remaining: Vec::new() }
+        Scope {
+            name,
+            steps: out,
+            start: 0,
+            inputs,
+            outputs,
+            index,
+            remaining: Vec::new(),
+        }
     }
 
     fn step(
@@ -600,16 +809,23 @@ impl<'a> Lowerer<'a> {
         if kinds.is_empty() {
             self.err("no-kind", "this step does nothing", span)
                 .help(format!("give it one of: {}", KIND_KEYS.join(", ")));
-            return Kind::End { outcome: String::new() };
+            return Kind::End {
+                outcome: String::new(),
+            };
         }
         if kinds.len() > 1 {
             self.err(
                 "several-kinds",
-                format!("a step does one thing, but this one has `{}`", kinds.join("` and `")),
+                format!(
+                    "a step does one thing, but this one has `{}`",
+                    kinds.join("` and `")
+                ),
                 span,
             )
             .help("split it into one step per action");
-            return Kind::End { outcome: String::new() };
+            return Kind::End {
+                outcome: String::new(),
+            };
         }
         let kind = kinds[0];
         let qtype = st.ask.as_ref().map(|a| a.value);
@@ -635,7 +851,10 @@ impl<'a> Lowerer<'a> {
                 if let Some(e) = &st.else_ {
                     self.target(si, e, Slot::Else(i));
                 }
-                Kind::Branch { arms, otherwise: None }
+                Kind::Branch {
+                    arms,
+                    otherwise: None,
+                }
             }
             "goto" => {
                 self.target(si, st.goto.as_ref().expect("kind"), Slot::Goto(i));
@@ -646,32 +865,66 @@ impl<'a> Lowerer<'a> {
                 let scope = match sub_names.iter().position(|n| n == &call.value) {
                     Some(p) => p + 1,
                     None => {
-                        self.err("unknown-subflow", format!("no sub-flow named `{}`", call.value), span_of(call))
-                            .help_opt(did_you_mean(&call.value, sub_names.iter().map(String::as_str)));
+                        self.err(
+                            "unknown-subflow",
+                            format!("no sub-flow named `{}`", call.value),
+                            span_of(call),
+                        )
+                        .help_opt(did_you_mean(
+                            &call.value,
+                            sub_names.iter().map(String::as_str),
+                        ));
                         0
                     }
                 };
-                let with = st.with.as_ref().map(|w| w.value.0.clone()).unwrap_or_default();
-                let returns = st.returns.as_ref().map(|w| w.value.0.clone()).unwrap_or_default();
-                let with_ids: Vec<(String, ExprId)> =
-                    with.iter().map(|a| (a.name.clone(), self.expr(si, &a.expr, None))).collect();
+                let with = st
+                    .with
+                    .as_ref()
+                    .map(|w| w.value.0.clone())
+                    .unwrap_or_default();
+                let returns = st
+                    .returns
+                    .as_ref()
+                    .map(|w| w.value.0.clone())
+                    .unwrap_or_default();
+                let with_ids: Vec<(String, ExprId)> = with
+                    .iter()
+                    .map(|a| (a.name.clone(), self.expr(si, &a.expr, None)))
+                    .collect();
                 let mut ret = Vec::new();
                 for a in &returns {
                     self.define(si, &a.name, None, span_of(&a.expr));
                     ret.push((a.name.clone(), a.expr.value.0.trim().to_string()));
                 }
-                self.calls.push((si, i, call.value.clone(), span_of(call), with, returns));
-                Kind::Call { scope, with: with_ids, returns: ret }
+                self.calls.push(PendingCall {
+                    name: call.value.clone(),
+                    span: span_of(call),
+                    with,
+                    returns,
+                });
+                Kind::Call {
+                    scope,
+                    with: with_ids,
+                    returns: ret,
+                }
             }
             "split" => {
                 let arms = st.split.as_ref().expect("kind");
                 if arms.len() < 2 {
-                    self.err("invalid-split", "`split` needs at least two arms", span.clone());
+                    self.err(
+                        "invalid-split",
+                        "`split` needs at least two arms",
+                        span.clone(),
+                    );
                 }
                 let mut out = Vec::new();
                 for (k, arm) in arms.iter().enumerate() {
                     if !(arm.weight.value.is_finite() && arm.weight.value > 0.0) {
-                        self.err("invalid-split", "weights must be positive numbers", span_of(&arm.weight));
+                        self.err(
+                            "invalid-split",
+                            "weights must be positive numbers",
+                            span_of(&arm.weight),
+                        );
                     }
                     self.target(si, &arm.then, Slot::SplitArm(i, k));
                     out.push(SplitArm {
@@ -688,27 +941,54 @@ impl<'a> Lowerer<'a> {
                     self.err("empty-goal", "goal name is empty", span_of(goal));
                 }
                 let value = st.value.as_ref().map(|v| self.expr(si, v, None));
-                Kind::Goal { name: goal.value.clone(), value }
+                Kind::Goal {
+                    name: goal.value.clone(),
+                    value,
+                }
             }
             "end" => {
                 let end = st.end.as_ref().expect("kind");
                 if end.value.trim().is_empty() {
-                    self.err("empty-outcome", "`end` needs an outcome name, e.g. `end: completed`", span_of(end));
+                    self.err(
+                        "empty-outcome",
+                        "`end` needs an outcome name, e.g. `end: completed`",
+                        span_of(end),
+                    );
                 }
-                Kind::End { outcome: end.value.clone() }
+                Kind::End {
+                    outcome: end.value.clone(),
+                }
             }
             "handoff" => {
                 let h = st.handoff.as_ref().expect("kind");
                 let (queue, reason, priority) = match &h.value {
                     HandoffDoc::Queue(q) => (Some(q.clone()), None, Priority::Normal),
-                    HandoffDoc::Full(f) => (f.queue.clone(), f.reason.clone(), f.priority.unwrap_or_default()),
+                    HandoffDoc::Full(f) => (
+                        f.queue.clone(),
+                        f.reason.clone(),
+                        f.priority.unwrap_or_default(),
+                    ),
                 };
                 let reason = reason.map(|r| self.text_at(si, &r, span_of(h), false, None));
-                Kind::Handoff { queue, reason, priority }
+                Kind::Handoff {
+                    queue,
+                    reason,
+                    priority,
+                }
             }
             "wait" => self.wait(si, st.wait.as_ref().expect("kind")),
-            "http" => Kind::Http(Box::new(self.http(si, i, st.http.as_ref().expect("kind"), false))),
-            "webhook" => Kind::Http(Box::new(self.http(si, i, st.webhook.as_ref().expect("kind"), true))),
+            "http" => Kind::Http(Box::new(self.http(
+                si,
+                i,
+                st.http.as_ref().expect("kind"),
+                false,
+            ))),
+            "webhook" => Kind::Http(Box::new(self.http(
+                si,
+                i,
+                st.webhook.as_ref().expect("kind"),
+                true,
+            ))),
             _ => unreachable!("kinds are listed above"),
         }
     }
@@ -716,10 +996,27 @@ impl<'a> Lowerer<'a> {
     /// Reports fields that do not apply to the step's kind.
     fn check_fields(&mut self, st: &StepDoc, kind: &str, q: Option<QuestionType>) {
         use QuestionType as Q;
-        let message_fields: &[&str] = &["say", "image", "video", "alt", "links", "delay", "typing", "pacing"];
+        let message_fields: &[&str] = &[
+            "say", "image", "video", "alt", "links", "delay", "typing", "pacing",
+        ];
         let question_common: &[&str] = &[
-            "say", "image", "video", "alt", "delay", "typing", "pacing", "ask", "save", "invalid",
-            "retries", "fallback", "back", "optional", "placeholder", "timeout", "on_timeout",
+            "say",
+            "image",
+            "video",
+            "alt",
+            "delay",
+            "typing",
+            "pacing",
+            "ask",
+            "save",
+            "invalid",
+            "retries",
+            "fallback",
+            "back",
+            "optional",
+            "placeholder",
+            "timeout",
+            "on_timeout",
         ];
         let allowed: Vec<&str> = match kind {
             "say" => message_fields.to_vec(),
@@ -759,7 +1056,12 @@ impl<'a> Lowerer<'a> {
                 } else {
                     format!("{what} accepts: {}", allowed.join(", "))
                 };
-                self.err("field-not-allowed", format!("`{field}` does not apply to {what}"), span).help(help);
+                self.err(
+                    "field-not-allowed",
+                    format!("`{field}` does not apply to {what}"),
+                    span,
+                )
+                .help(help);
             }
         }
     }
@@ -775,7 +1077,11 @@ impl<'a> Lowerer<'a> {
             .links
             .iter()
             .map(|l| {
-                self.check_url(&l.url.value, span_of(&l.url), &["http", "https", "mailto", "tel", "/"]);
+                self.check_url(
+                    &l.url.value,
+                    span_of(&l.url),
+                    &["http", "https", "mailto", "tel", "/"],
+                );
                 let label = self.text_at(si, &l.label, span_of(&l.url), false, None);
                 (label, self.text(si, &l.url, false, None))
             })
@@ -788,7 +1094,16 @@ impl<'a> Lowerer<'a> {
             }
         });
         let step_pacing = st.pacing.as_ref().map(|p| self.pacing(Some(p), *pacing));
-        MessageStep { text, image, video, alt: st.alt.clone(), links, delay, typing: st.typing, pacing: step_pacing }
+        MessageStep {
+            text,
+            image,
+            video,
+            alt: st.alt.clone(),
+            links,
+            delay,
+            typing: st.typing,
+            pacing: step_pacing,
+        }
     }
 
     fn check_url(&mut self, url: &str, span: Option<Range<usize>>, schemes: &[&str]) {
@@ -799,26 +1114,59 @@ impl<'a> Lowerer<'a> {
             if *s == "/" {
                 url.starts_with('/') && !url.starts_with("//")
             } else {
-                url.len() > s.len() + 1 && url[..s.len()].eq_ignore_ascii_case(s) && url.as_bytes()[s.len()] == b':'
+                url.len() > s.len() + 1
+                    && url[..s.len()].eq_ignore_ascii_case(s)
+                    && url.as_bytes()[s.len()] == b':'
             }
         });
         if !ok {
-            self.err("invalid-url", format!("`{url}` is not an allowed link"), span)
-                .help(format!("use one of: {}", schemes.iter().map(|s| if *s == "/" { "/path".to_string() } else { format!("{s}:") }).collect::<Vec<_>>().join(", ")));
+            self.err(
+                "invalid-url",
+                format!("`{url}` is not an allowed link"),
+                span,
+            )
+            .help(format!(
+                "use one of: {}",
+                schemes
+                    .iter()
+                    .map(|s| if *s == "/" {
+                        "/path".to_string()
+                    } else {
+                        format!("{s}:")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
     }
 
-    fn question(&mut self, si: usize, i: usize, st: &StepDoc, pacing: &Pacing, back_default: bool) -> Kind {
+    fn question(
+        &mut self,
+        si: usize,
+        i: usize,
+        st: &StepDoc,
+        pacing: &Pacing,
+        back_default: bool,
+    ) -> Kind {
         let ask = st.ask.as_ref().expect("question");
         let qtype = ask.value;
         let var = match &st.save {
             Some(save) => {
-                self.define(si, &save.value, Some(VarType::of_question(qtype)), span_of(save));
+                self.define(
+                    si,
+                    &save.value,
+                    Some(VarType::of_question(qtype)),
+                    span_of(save),
+                );
                 save.value.clone()
             }
             None => {
-                self.err("missing-save", "a question needs `save: variable_name`", span_of(ask))
-                    .help("the answer is stored in that variable");
+                self.err(
+                    "missing-save",
+                    "a question needs `save: variable_name`",
+                    span_of(ask),
+                )
+                .help("the answer is stored in that variable");
                 String::new()
             }
         };
@@ -843,28 +1191,63 @@ impl<'a> Lowerer<'a> {
                 }
             }
             (Some(t), None) => {
-                self.err("missing-target", "`timeout` needs `on_timeout: step`", span_of(t));
+                self.err(
+                    "missing-target",
+                    "`timeout` needs `on_timeout: step`",
+                    span_of(t),
+                );
                 None
             }
             (None, Some(t)) => {
-                self.err("missing-target", "`on_timeout` needs `timeout: duration`", span_of(t));
+                self.err(
+                    "missing-target",
+                    "`on_timeout` needs `timeout: duration`",
+                    span_of(t),
+                );
                 None
             }
             (None, None) => None,
         };
-        let mut rules = Rules { scale: 5, ..Rules::default() };
+        let mut rules = Rules {
+            scale: 5,
+            ..Rules::default()
+        };
         rules.min_length = st.min_length.as_ref().map(|v| v.value);
         rules.max_length = st.max_length.as_ref().map(|v| v.value);
         if let (Some(a), Some(b)) = (&st.min_length, &st.max_length)
             && a.value > b.value
         {
-            self.err("invalid-bounds", "`min_length` is larger than `max_length`", span_of(a));
+            self.err(
+                "invalid-bounds",
+                "`min_length` is larger than `max_length`",
+                span_of(a),
+            );
         }
         if let Some(p) = &st.pattern {
-            match regex::RegexBuilder::new(&format!("^(?:{})$", p.value)).size_limit(1 << 20).build() {
+            // Report errors against the author's pattern, then anchor it to the whole answer.
+            let built = regex::RegexBuilder::new(&p.value)
+                .size_limit(1 << 20)
+                .build()
+                .and_then(|_| {
+                    regex::RegexBuilder::new(&format!("^(?:{})$", p.value))
+                        .size_limit(1 << 20)
+                        .build()
+                });
+            match built {
                 Ok(re) => rules.pattern = Some(re),
                 Err(e) => {
-                    self.err("invalid-pattern", format!("pattern does not compile: {e}"), span_of(p));
+                    let why = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("invalid")
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    self.err(
+                        "invalid-pattern",
+                        format!("pattern does not compile: {why}"),
+                        span_of(p),
+                    );
                 }
             }
         }
@@ -875,7 +1258,11 @@ impl<'a> Lowerer<'a> {
                 rules.integer = st.integer.unwrap_or(false);
                 if let Some(s) = &st.step {
                     if !(s.value.is_finite() && s.value > 0.0) {
-                        self.err("invalid-bounds", "`step` must be a positive number", span_of(s));
+                        self.err(
+                            "invalid-bounds",
+                            "`step` must be a positive number",
+                            span_of(s),
+                        );
                     } else {
                         rules.step = Some(s.value);
                     }
@@ -883,23 +1270,36 @@ impl<'a> Lowerer<'a> {
                 if let (Some(a), Some(b)) = (rules.min, rules.max)
                     && a > b
                 {
-                    self.err("invalid-bounds", "`min` is larger than `max`", st.min.as_ref().and_then(span_of));
+                    self.err(
+                        "invalid-bounds",
+                        "`min` is larger than `max`",
+                        st.min.as_ref().and_then(span_of),
+                    );
                 }
             }
             QuestionType::Date | QuestionType::DateRange => {
                 rules.min_date = self.date_bound(st.min.as_ref());
                 rules.max_date = self.date_bound(st.max.as_ref());
-                if let (Some(RelDate::Fixed(a)), Some(RelDate::Fixed(b))) = (&rules.min_date, &rules.max_date)
+                if let (Some(RelDate::Fixed(a)), Some(RelDate::Fixed(b))) =
+                    (&rules.min_date, &rules.max_date)
                     && a > b
                 {
-                    self.err("invalid-bounds", "`min` is after `max`", st.min.as_ref().and_then(span_of));
+                    self.err(
+                        "invalid-bounds",
+                        "`min` is after `max`",
+                        st.min.as_ref().and_then(span_of),
+                    );
                 }
             }
             QuestionType::Phone => {
                 if let Some(c) = &st.country {
                     if crate::answer::calling_code(&c.value).is_none() {
-                        self.err("invalid-country", format!("unknown country code `{}`", c.value), span_of(c))
-                            .help("use a two-letter ISO code such as `US`, `GB`, `NL`");
+                        self.err(
+                            "invalid-country",
+                            format!("unknown country code `{}`", c.value),
+                            span_of(c),
+                        )
+                        .help("use a two-letter ISO code such as `US`, `GB`, `NL`");
                     } else {
                         rules.country = Some(c.value.to_ascii_uppercase());
                     }
@@ -912,13 +1312,21 @@ impl<'a> Lowerer<'a> {
                 if let (Some(a), Some(b)) = (&st.min_picks, &st.max_picks)
                     && a.value > b.value
                 {
-                    self.err("invalid-bounds", "`min_picks` is larger than `max_picks`", span_of(a));
+                    self.err(
+                        "invalid-bounds",
+                        "`min_picks` is larger than `max_picks`",
+                        span_of(a),
+                    );
                 }
             }
             QuestionType::Rating => {
                 if let Some(s) = &st.scale {
                     if !(2..=10).contains(&s.value) {
-                        self.err("invalid-bounds", "rating `scale` must be between 2 and 10", span_of(s));
+                        self.err(
+                            "invalid-bounds",
+                            "rating `scale` must be between 2 and 10",
+                            span_of(s),
+                        );
                     } else {
                         rules.scale = s.value;
                     }
@@ -937,11 +1345,20 @@ impl<'a> Lowerer<'a> {
                 for (k, item) in items.iter().enumerate() {
                     let span = span_of(item);
                     let (id, text) = match &item.value {
-                        ItemDoc::Plain(text) => (format!("{}", k + 1), self.text_at(si, text, span.clone(), true, None)),
-                        ItemDoc::Full(f) => (f.id.value.clone(), self.text(si, &f.text, true, None)),
+                        ItemDoc::Plain(text) => (
+                            format!("{}", k + 1),
+                            self.text_at(si, text, span.clone(), true, None),
+                        ),
+                        ItemDoc::Full(f) => {
+                            (f.id.value.clone(), self.text(si, &f.text, true, None))
+                        }
                     };
                     if !seen.insert(id.clone()) {
-                        self.err("duplicate-id", format!("checklist item id `{id}` is used twice"), span);
+                        self.err(
+                            "duplicate-id",
+                            format!("checklist item id `{id}` is used twice"),
+                            span,
+                        );
                     }
                     rules.items.push(ChecklistItem { id, text });
                 }
@@ -971,13 +1388,28 @@ impl<'a> Lowerer<'a> {
         }))
     }
 
-    fn options(&mut self, si: usize, i: usize, st: &StepDoc, qtype: QuestionType, rules: &mut Rules) {
+    fn options(
+        &mut self,
+        si: usize,
+        i: usize,
+        st: &StepDoc,
+        qtype: QuestionType,
+        rules: &mut Rules,
+    ) {
         match (&st.options, &st.options_from) {
             (Some(_), Some(f)) => {
-                self.err("several-option-sources", "use either `options` or `options_from`, not both", span_of(&f.var));
+                self.err(
+                    "several-option-sources",
+                    "use either `options` or `options_from`, not both",
+                    span_of(&f.var),
+                );
             }
             (None, None) => {
-                self.err("no-options", "a choice question needs `options` or `options_from`", st.ask.as_ref().and_then(span_of));
+                self.err(
+                    "no-options",
+                    "a choice question needs `options` or `options_from`",
+                    st.ask.as_ref().and_then(span_of),
+                );
             }
             _ => {}
         }
@@ -987,7 +1419,11 @@ impl<'a> Lowerer<'a> {
             let o = match &opt.value {
                 OptionDoc::Plain(label) => {
                     if !values.insert(crate::answer::normalize(label)) {
-                        self.err("duplicate-option", format!("option `{label}` is listed twice"), span.clone());
+                        self.err(
+                            "duplicate-option",
+                            format!("option `{label}` is listed twice"),
+                            span.clone(),
+                        );
                     }
                     ChoiceOption {
                         label: self.text_at(si, label, span.clone(), false, None),
@@ -1001,21 +1437,37 @@ impl<'a> Lowerer<'a> {
                 OptionDoc::Full(f) => {
                     let key = f.value.as_ref().map_or(&f.label.value, |v| &v.value);
                     if !values.insert(crate::answer::normalize(key)) {
-                        self.err("duplicate-option", format!("option `{key}` is listed twice"), span_of(&f.label));
+                        self.err(
+                            "duplicate-option",
+                            format!("option `{key}` is listed twice"),
+                            span_of(&f.label),
+                        );
                     }
                     if let Some(n) = &f.next {
                         if qtype == QuestionType::Multiple {
-                            self.err("field-not-allowed", "`next` on an option only works for `choice` questions", span_of(n));
+                            self.err(
+                                "field-not-allowed",
+                                "`next` on an option only works for `choice` questions",
+                                span_of(n),
+                            );
                         }
                         self.target(si, n, Slot::OptionNext(i, k));
                     }
                     ChoiceOption {
                         label: self.text(si, &f.label, false, None),
                         value: f.value.as_ref().map(|v| self.text(si, v, false, None)),
-                        synonyms: f.synonyms.iter().map(|s| crate::answer::normalize(s)).collect(),
+                        synonyms: f
+                            .synonyms
+                            .iter()
+                            .map(|s| crate::answer::normalize(s))
+                            .collect(),
                         when: f.when.as_ref().map(|w| self.expr(si, w, None)),
                         next: None,
-                        set: f.set.as_ref().map(|s| self.assignments(si, s, true, None)).unwrap_or_default(),
+                        set: f
+                            .set
+                            .as_ref()
+                            .map(|s| self.assignments(si, s, true, None))
+                            .unwrap_or_default(),
                     }
                 }
             };
@@ -1034,14 +1486,24 @@ impl<'a> Lowerer<'a> {
                 let ty = *ty;
                 self.err(
                     "type-mismatch",
-                    format!("`options_from` needs a list, but `{}` holds {}", f.var.value, ty.name()),
+                    format!(
+                        "`options_from` needs a list, but `{}` holds {}",
+                        f.var.value,
+                        ty.name()
+                    ),
                     span_of(&f.var),
                 );
             }
             rules.options_from = Some(OptionsFrom {
                 var: f.var.value.clone(),
-                label: f.label.as_ref().map(|l| self.text(si, l, false, Some("item"))),
-                value: f.value.as_ref().map(|v| self.text(si, v, false, Some("item"))),
+                label: f
+                    .label
+                    .as_ref()
+                    .map(|l| self.text(si, l, false, Some("item"))),
+                value: f
+                    .value
+                    .as_ref()
+                    .map(|v| self.text(si, v, false, Some("item"))),
                 when: f.when.as_ref().map(|w| self.expr(si, w, Some("item"))),
             });
         }
@@ -1109,9 +1571,15 @@ impl<'a> Lowerer<'a> {
                 Err(e) => fail(self, e),
             },
             WaitDoc::Full(f) => {
-                let given = [f.for_.is_some(), f.until.is_some(), f.at.is_some()].iter().filter(|b| **b).count();
+                let given = [f.for_.is_some(), f.until.is_some(), f.at.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
                 if given != 1 {
-                    return fail(self, "a wait needs exactly one of `for`, `until` or `at`".into());
+                    return fail(
+                        self,
+                        "a wait needs exactly one of `for`, `until` or `at`".into(),
+                    );
                 }
                 if f.on.is_some() && f.until.is_none() {
                     return fail(self, "`on` only applies to `until`".into());
@@ -1128,7 +1596,10 @@ impl<'a> Lowerer<'a> {
                 }
                 if let Some(t) = &f.until {
                     let Some(time) = time::parse_time_of_day(t) else {
-                        return fail(self, format!("`{t}` is not a time of day (use HH:MM, 24-hour)"));
+                        return fail(
+                            self,
+                            format!("`{t}` is not a time of day (use HH:MM, 24-hour)"),
+                        );
                     };
                     let days = match &f.on {
                         None => time::ALL_DAYS,
@@ -1171,7 +1642,11 @@ impl<'a> Lowerer<'a> {
             .unwrap_or_else(|| if fire_and_forget { "POST" } else { "GET" }.into())
             .to_ascii_uppercase();
         if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-            self.err("invalid-method", format!("unsupported HTTP method `{method}`"), span_of(&h.url));
+            self.err(
+                "invalid-method",
+                format!("unsupported HTTP method `{method}`"),
+                span_of(&h.url),
+            );
         }
         self.check_url(&h.url.value, span_of(&h.url), &["http", "https"]);
         let url = self.text(si, &h.url, false, None);
@@ -1180,13 +1655,21 @@ impl<'a> Lowerer<'a> {
             .iter()
             .map(|(k, v)| (k.clone(), self.text_at(si, v, span_of(&h.url), false, None)))
             .collect();
-        let json = h.json.as_ref().map(|j| self.assignments(si, j, false, None)).unwrap_or_default();
+        let json = h
+            .json
+            .as_ref()
+            .map(|j| self.assignments(si, j, false, None))
+            .unwrap_or_default();
         let timeout_ms = match &h.timeout {
             None => 10_000,
             Some(t) => match time::parse_millis(&t.value) {
                 Ok(ms) if ms > 0 && ms <= MAX_HTTP_TIMEOUT_MS => ms,
                 Ok(_) => {
-                    self.err("invalid-duration", "timeout must be between 1ms and 30s", span_of(t));
+                    self.err(
+                        "invalid-duration",
+                        "timeout must be between 1ms and 30s",
+                        span_of(t),
+                    );
                     10_000
                 }
                 Err(e) => {
@@ -1197,7 +1680,11 @@ impl<'a> Lowerer<'a> {
         };
         let save = match &h.save {
             Some(s) if fire_and_forget => {
-                self.err("field-not-allowed", "a webhook does not wait for a response; use `http` to save it", span_of(s));
+                self.err(
+                    "field-not-allowed",
+                    "a webhook does not wait for a response; use `http` to save it",
+                    span_of(s),
+                );
                 Vec::new()
             }
             Some(s) => self.assignments(si, s, true, Some("response")),
@@ -1205,12 +1692,25 @@ impl<'a> Lowerer<'a> {
         };
         if let Some(e) = &h.on_error {
             if fire_and_forget {
-                self.err("field-not-allowed", "a webhook is retried by the server; `on_error` needs `http`", span_of(e));
+                self.err(
+                    "field-not-allowed",
+                    "a webhook is retried by the server; `on_error` needs `http`",
+                    span_of(e),
+                );
             } else {
                 self.target(si, e, Slot::HttpError(i));
             }
         }
-        HttpStep { method, url, headers, json, timeout_ms, save, on_error: None, fire_and_forget }
+        HttpStep {
+            method,
+            url,
+            headers,
+            json,
+            timeout_ms,
+            save,
+            on_error: None,
+            fire_and_forget,
+        }
     }
 
     fn resolve_targets(&mut self, scopes: &mut [Scope]) -> Option<usize> {
@@ -1220,10 +1720,18 @@ impl<'a> Lowerer<'a> {
             let scope = &mut scopes[t.scope];
             let Some(&ix) = scope.index.get(&t.name) else {
                 let help = did_you_mean(&t.name, scope.index.keys().map(String::as_str));
-                let where_ = scope.name.as_ref().map(|n| format!(" in sub-flow `{n}`")).unwrap_or_default();
-                self.err("dangling-target", format!("no step named `{}`{where_}", t.name), t.span)
-                    .label("unknown step")
-                    .help_opt(help);
+                let where_ = scope
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" in sub-flow `{n}`"))
+                    .unwrap_or_default();
+                self.err(
+                    "dangling-target",
+                    format!("no step named `{}`{where_}", t.name),
+                    t.span,
+                )
+                .label("unknown step")
+                .help_opt(help);
                 continue;
             };
             match t.slot {
@@ -1274,8 +1782,16 @@ impl<'a> Lowerer<'a> {
 
     fn check_calls(&mut self, scopes: &mut [Scope], sub_names: &[String]) {
         let calls = std::mem::take(&mut self.calls);
-        for (_si, _i, name, span, with, returns) in calls {
-            let Some(p) = sub_names.iter().position(|n| n == &name) else { continue };
+        for PendingCall {
+            name,
+            span,
+            with,
+            returns,
+        } in calls
+        {
+            let Some(p) = sub_names.iter().position(|n| n == &name) else {
+                continue;
+            };
             let sub = &scopes[p + 1];
             for a in &with {
                 if !sub.inputs.contains(&a.name) {
@@ -1289,7 +1805,11 @@ impl<'a> Lowerer<'a> {
             }
             for input in &sub.inputs {
                 if !with.iter().any(|a| &a.name == input) {
-                    self.err("missing-input", format!("call to `{name}` does not pass input `{input}`"), span.clone());
+                    self.err(
+                        "missing-input",
+                        format!("call to `{name}` does not pass input `{input}`"),
+                        span.clone(),
+                    );
                 }
             }
             for a in &returns {
@@ -1322,14 +1842,20 @@ impl<'a> Lowerer<'a> {
                 {
                     continue;
                 }
-                let mut candidates: Vec<&str> = self.defs[u.scope].keys().map(String::as_str).collect();
+                let mut candidates: Vec<&str> =
+                    self.defs[u.scope].keys().map(String::as_str).collect();
                 candidates.extend_from_slice(BUILTIN_NAMES);
                 candidates.extend(u.extra);
                 let help = did_you_mean(name, candidates).or_else(|| {
                     Some("variables come from `variables:`, a question's `save`, `set`, or sub-flow inputs".into())
                 });
                 let span = u.span.clone().map(|s| self.find_in(s, name));
-                self.err("unknown-variable", format!("unknown variable `{name}`"), span).help_opt(help);
+                self.err(
+                    "unknown-variable",
+                    format!("unknown variable `{name}`"),
+                    span,
+                )
+                .help_opt(help);
             }
         }
     }
@@ -1355,7 +1881,9 @@ impl<'a> Lowerer<'a> {
     /// scalar is written on one line (plain or quoted without escapes).
     fn inner_span(&self, span: Option<Range<usize>>, e: &minijinja::Error) -> Option<Range<usize>> {
         let span = span?;
-        let Some(inner) = e.range() else { return Some(span) };
+        let Some(inner) = e.range() else {
+            return Some(span);
+        };
         let raw = self.src.get(span.clone()).unwrap_or("");
         let tpl = e.template_source().unwrap_or("");
         let offset = if raw.starts_with(tpl) {
@@ -1392,12 +1920,18 @@ impl<'a> Lowerer<'a> {
                 stack.push((*scope, scopes[*scope].start));
             }
         }
+        // After structural errors reachability is unreliable; do not cascade warnings.
+        let structural_errors = self.diags.iter().any(Diagnostic::is_error);
         for (si, scope) in scopes.iter().enumerate() {
             for (ix, step) in scope.steps.iter().enumerate() {
-                if !seen[si][ix] {
+                if !seen[si][ix] && !structural_errors {
                     let span = self.step_spans[si][ix].clone();
-                    self.warn("unreachable", format!("step `{}` can never be reached", step.id), span)
-                        .help("link to it with `next`, `goto` or a branch, or remove it");
+                    self.warn(
+                        "unreachable",
+                        format!("step `{}` can never be reached", step.id),
+                        span,
+                    )
+                    .help("link to it with `next`, `goto` or a branch, or remove it");
                 }
             }
         }
@@ -1408,7 +1942,10 @@ impl<'a> Lowerer<'a> {
                 if stops[v] {
                     Vec::new()
                 } else {
-                    successors(&scope.steps[v]).into_iter().filter(|&w| !stops[w]).collect()
+                    successors(&scope.steps[v])
+                        .into_iter()
+                        .filter(|&w| !stops[w])
+                        .collect()
                 }
             }) {
                 let cyclic = comp.len() > 1 || successors(&scope.steps[comp[0]]).contains(&comp[0]);
@@ -1421,7 +1958,10 @@ impl<'a> Lowerer<'a> {
                     };
                     self.err(
                         "endless-loop",
-                        format!("these steps loop forever without asking anything: {}", ids.join(" → ")),
+                        format!(
+                            "these steps loop forever without asking anything: {}",
+                            ids.join(" → ")
+                        ),
                         self.step_spans[si][first].clone(),
                     )
                     .help("put a question, a wait or an end inside the loop");
@@ -1570,7 +2110,11 @@ fn compute_remaining(scopes: &mut [Scope]) {
             best[c] = own + after;
         }
         let remaining: Vec<u32> = (0..n).map(|v| best[comp_of[v]]).collect();
-        longest_of_scope[si] = if n > 0 { remaining[scopes[si].start] } else { 0 };
+        longest_of_scope[si] = if n > 0 {
+            remaining[scopes[si].start]
+        } else {
+            0
+        };
         scopes[si].remaining = remaining;
     }
 }
@@ -1632,8 +2176,18 @@ fn step_span(st: &StepDoc) -> Option<Range<usize>> {
         .or_else(|| st.else_.as_ref().and_then(span_of))
         .or_else(|| st.http.as_ref().and_then(|h| span_of(&h.url)))
         .or_else(|| st.webhook.as_ref().and_then(|h| span_of(&h.url)))
-        .or_else(|| st.branch.as_ref().and_then(|b| b.first()).and_then(|a| span_of(&a.if_)))
-        .or_else(|| st.split.as_ref().and_then(|b| b.first()).and_then(|a| span_of(&a.then)))
+        .or_else(|| {
+            st.branch
+                .as_ref()
+                .and_then(|b| b.first())
+                .and_then(|a| span_of(&a.if_))
+        })
+        .or_else(|| {
+            st.split
+                .as_ref()
+                .and_then(|b| b.first())
+                .and_then(|a| span_of(&a.then))
+        })
 }
 
 fn parse_delay(s: &str) -> Result<Delay, String> {
@@ -1658,19 +2212,25 @@ fn minijinja_message(e: &minijinja::Error) -> String {
 
 pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_flow_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
 }
 
 fn is_step_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
 }
 
 /// FNV-1a 64-bit content hash, hex: the version identity of a flow source.

@@ -14,7 +14,7 @@ use minijinja::value::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::answer::{self, Candidate, Invalid};
-use crate::expr::{self, from_json, to_json, Globals, Scope as ExprScope, Text, VarMap};
+use crate::expr::{self, Globals, Scope as ExprScope, Text, VarMap, from_json, to_json};
 use crate::flow::*;
 use crate::model::{Priority, QuestionType, RatingStyle};
 use crate::time;
@@ -95,12 +95,18 @@ pub enum Input {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
     /// A step was entered (reach and drop-off analytics).
-    Enter { step: String },
+    Enter {
+        step: String,
+    },
     Message(Message),
     /// The question now awaiting an answer.
     Ask(Question),
     /// An answer was rejected; a re-ask message follows.
-    Invalid { step: String, reason: String, attempt: u32 },
+    Invalid {
+        step: String,
+        reason: String,
+        attempt: u32,
+    },
     Answer {
         step: String,
         var: String,
@@ -109,16 +115,29 @@ pub enum Effect {
         text: Option<String>,
     },
     /// Who acknowledged which text version, when.
-    Acknowledge { step: String, var: String, items: Vec<AckItem>, at: Timestamp },
-    Set { var: String, value: serde_json::Value },
+    Acknowledge {
+        step: String,
+        var: String,
+        items: Vec<AckItem>,
+        at: Timestamp,
+    },
+    Set {
+        var: String,
+        value: serde_json::Value,
+    },
     Goal {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<f64>,
     },
-    Split { step: String, arm: String },
+    Split {
+        step: String,
+        arm: String,
+    },
     /// The last answer was undone; the conversation is back at `to`.
-    Back { to: String },
+    Back {
+        to: String,
+    },
     Handoff {
         step: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,20 +146,43 @@ pub enum Effect {
         reason: Option<String>,
         priority: Priority,
     },
-    Wait { step: String, until: Timestamp },
-    Http { step: String, request: HttpRequest },
-    Webhook { step: String, request: HttpRequest },
-    End { outcome: String },
+    Wait {
+        step: String,
+        until: Timestamp,
+    },
+    Http {
+        step: String,
+        request: HttpRequest,
+    },
+    Webhook {
+        step: String,
+        request: HttpRequest,
+    },
+    End {
+        outcome: String,
+    },
     /// The input does not fit the conversation's current state; nothing changed.
-    Rejected { code: String, message: String },
+    Rejected {
+        code: String,
+        message: String,
+    },
     /// A template or expression failed at run time (for the author's logs).
-    Error { step: String, message: String },
+    Error {
+        step: String,
+        message: String,
+    },
 }
 
 impl Effect {
     /// Effects a participant (or transcript) sees, as opposed to bookkeeping.
     pub fn is_visible(&self) -> bool {
-        !matches!(self, Effect::Enter { .. } | Effect::Set { .. } | Effect::Answer { .. } | Effect::Acknowledge { .. })
+        !matches!(
+            self,
+            Effect::Enter { .. }
+                | Effect::Set { .. }
+                | Effect::Answer { .. }
+                | Effect::Acknowledge { .. }
+        )
     }
 }
 
@@ -258,11 +300,28 @@ pub struct HttpRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "at", rename_all = "snake_case")]
 enum At {
-    Question { scope: u32, step: u32, attempts: u32, timeout_at: Option<Timestamp> },
-    Wait { scope: u32, step: u32, until: Timestamp },
-    Http { scope: u32, step: u32 },
-    Human { scope: u32, step: u32 },
-    Ended { outcome: String },
+    Question {
+        scope: u32,
+        step: u32,
+        attempts: u32,
+        timeout_at: Option<Timestamp>,
+    },
+    Wait {
+        scope: u32,
+        step: u32,
+        until: Timestamp,
+    },
+    Http {
+        scope: u32,
+        step: u32,
+    },
+    Human {
+        scope: u32,
+        step: u32,
+    },
+    Ended {
+        outcome: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,17 +362,32 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "awaiting", rename_all = "snake_case")]
 pub enum Awaiting {
-    Answer { step: String, timeout_at: Option<Timestamp> },
-    Wait { step: String, until: Timestamp },
-    Http { step: String },
-    Human { step: String },
-    Ended { outcome: String },
+    Answer {
+        step: String,
+        timeout_at: Option<Timestamp>,
+    },
+    Wait {
+        step: String,
+        until: Timestamp,
+    },
+    Http {
+        step: String,
+    },
+    Human {
+        step: String,
+    },
+    Ended {
+        outcome: String,
+    },
 }
 
 impl State {
     /// Current variables as JSON.
     pub fn vars(&self) -> BTreeMap<String, serde_json::Value> {
-        self.vars.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.clone(), to_json(v)))
+            .collect()
     }
 
     pub fn var(&self, name: &str) -> Option<serde_json::Value> {
@@ -334,13 +408,28 @@ impl State {
                 .unwrap_or_default()
         };
         match &self.at {
-            At::Question { scope, step, timeout_at, .. } => {
-                Awaiting::Answer { step: id(*scope, *step), timeout_at: *timeout_at }
-            }
-            At::Wait { scope, step, until } => Awaiting::Wait { step: id(*scope, *step), until: *until },
-            At::Http { scope, step } => Awaiting::Http { step: id(*scope, *step) },
-            At::Human { scope, step } => Awaiting::Human { step: id(*scope, *step) },
-            At::Ended { outcome } => Awaiting::Ended { outcome: outcome.clone() },
+            At::Question {
+                scope,
+                step,
+                timeout_at,
+                ..
+            } => Awaiting::Answer {
+                step: id(*scope, *step),
+                timeout_at: *timeout_at,
+            },
+            At::Wait { scope, step, until } => Awaiting::Wait {
+                step: id(*scope, *step),
+                until: *until,
+            },
+            At::Http { scope, step } => Awaiting::Http {
+                step: id(*scope, *step),
+            },
+            At::Human { scope, step } => Awaiting::Human {
+                step: id(*scope, *step),
+            },
+            At::Ended { outcome } => Awaiting::Ended {
+                outcome: outcome.clone(),
+            },
         }
     }
 }
@@ -354,8 +443,15 @@ pub struct Turn {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EngineError {
-    #[error("state belongs to flow `{state}` version {state_version}, not `{flow}` version {flow_version}")]
-    WrongFlow { state: String, state_version: String, flow: String, flow_version: String },
+    #[error(
+        "state belongs to flow `{state}` version {state_version}, not `{flow}` version {flow_version}"
+    )]
+    WrongFlow {
+        state: String,
+        state_version: String,
+        flow: String,
+        flow_version: String,
+    },
     #[error("state format {0} is not supported (expected {STATE_FORMAT})")]
     Format(u32),
 }
@@ -374,7 +470,9 @@ impl Flow {
             version: self.version.clone(),
             contact,
             vars: Arc::new(vars),
-            at: At::Ended { outcome: String::new() },
+            at: At::Ended {
+                outcome: String::new(),
+            },
             frames: Vec::new(),
             history: Vec::new(),
             answered: 0,
@@ -443,15 +541,30 @@ impl<'f> Run<'f> {
                 "id": flow.id, "title": flow.title, "version": flow.version,
             })),
         });
-        Run { flow, state, now, tz, globals, effects: Vec::new(), budget: MAX_STEPS_PER_TURN }
+        Run {
+            flow,
+            state,
+            now,
+            tz,
+            globals,
+            effects: Vec::new(),
+            budget: MAX_STEPS_PER_TURN,
+        }
     }
 
     fn finish(self) -> Turn {
-        Turn { state: self.state, effects: self.effects }
+        Turn {
+            state: self.state,
+            effects: self.effects,
+        }
     }
 
     fn scope(&self, extra: Option<(&'static str, Value)>) -> Arc<ExprScope> {
-        Arc::new(ExprScope { vars: self.state.vars.clone(), globals: self.globals.clone(), extra })
+        Arc::new(ExprScope {
+            vars: self.state.vars.clone(),
+            globals: self.globals.clone(),
+            extra,
+        })
     }
 
     fn step(&self, scope: usize, ix: usize) -> &'f Step {
@@ -462,7 +575,12 @@ impl<'f> Run<'f> {
         self.render_with(text, step, None)
     }
 
-    fn render_with(&mut self, text: &Text, step: &str, extra: Option<(&'static str, Value)>) -> String {
+    fn render_with(
+        &mut self,
+        text: &Text,
+        step: &str,
+        extra: Option<(&'static str, Value)>,
+    ) -> String {
         let scope = self.scope(extra);
         match self.flow.code.render(text, &scope) {
             Ok(s) => s,
@@ -473,7 +591,12 @@ impl<'f> Run<'f> {
         }
     }
 
-    fn eval(&mut self, id: expr::ExprId, step: &str, extra: Option<(&'static str, Value)>) -> Option<Value> {
+    fn eval(
+        &mut self,
+        id: expr::ExprId,
+        step: &str,
+        extra: Option<(&'static str, Value)>,
+    ) -> Option<Value> {
         let scope = self.scope(extra);
         match self.flow.code.eval(id, &scope) {
             Ok(v) => Some(v),
@@ -485,14 +608,27 @@ impl<'f> Run<'f> {
     }
 
     fn error(&mut self, step: &str, message: String) {
-        self.effects.push(Effect::Error { step: step.to_string(), message });
+        self.effects.push(Effect::Error {
+            step: step.to_string(),
+            message,
+        });
     }
 
     fn reject(&mut self, code: &str, message: impl Into<String>) {
-        self.effects.push(Effect::Rejected { code: code.into(), message: message.into() });
+        self.effects.push(Effect::Rejected {
+            code: code.into(),
+            message: message.into(),
+        });
     }
 
     fn set_var(&mut self, name: &str, value: Value) {
+        // Variables hold data only: `undefined` (a failed expression) is stored as `none`,
+        // so a state serialises and loads back identically.
+        let value = if value.is_undefined() {
+            Value::from(())
+        } else {
+            value
+        };
         Arc::make_mut(&mut self.state.vars).insert(name.to_string(), value);
     }
 
@@ -506,9 +642,13 @@ impl<'f> Run<'f> {
     }
 
     fn end(&mut self, outcome: &str) {
-        self.state.at = At::Ended { outcome: outcome.to_string() };
+        self.state.at = At::Ended {
+            outcome: outcome.to_string(),
+        };
         self.state.history.clear();
-        self.effects.push(Effect::End { outcome: outcome.to_string() });
+        self.effects.push(Effect::End {
+            outcome: outcome.to_string(),
+        });
     }
 
     /// Runs steps from `ix` in `scope` until one stops the turn.
@@ -523,7 +663,10 @@ impl<'f> Run<'f> {
                         if let Kind::Call { returns, .. } = &caller.kind {
                             for (outer, inner) in returns {
                                 let v = sub_vars.get(inner).cloned().unwrap_or(Value::UNDEFINED);
-                                self.effects.push(Effect::Set { var: outer.clone(), value: to_json(&v) });
+                                self.effects.push(Effect::Set {
+                                    var: outer.clone(),
+                                    value: to_json(&v),
+                                });
                                 self.set_var(outer, v);
                             }
                         }
@@ -539,14 +682,19 @@ impl<'f> Run<'f> {
             };
             if self.budget == 0 {
                 let id = self.step(scope, i).id.clone();
-                self.error(&id, format!("stopped after {MAX_STEPS_PER_TURN} steps without a question"));
+                self.error(
+                    &id,
+                    format!("stopped after {MAX_STEPS_PER_TURN} steps without a question"),
+                );
                 self.end("error");
                 return;
             }
             self.budget -= 1;
             let step = self.step(scope, i);
             let id = step.id.as_str();
-            self.effects.push(Effect::Enter { step: id.to_string() });
+            self.effects.push(Effect::Enter {
+                step: id.to_string(),
+            });
             match &step.kind {
                 Kind::Message(m) => {
                     self.message(m, id, MessageKind::Bot, None);
@@ -576,7 +724,9 @@ impl<'f> Run<'f> {
                     ix = target;
                 }
                 Kind::Goto(t) => ix = Some(*t),
-                Kind::Call { scope: sub, with, .. } => {
+                Kind::Call {
+                    scope: sub, with, ..
+                } => {
                     if self.state.frames.len() >= MAX_CALL_DEPTH {
                         self.error(id, format!("sub-flows nested deeper than {MAX_CALL_DEPTH}"));
                         self.end("error");
@@ -588,7 +738,11 @@ impl<'f> Run<'f> {
                         inputs.insert(name.clone(), v);
                     }
                     let caller_vars = std::mem::replace(&mut self.state.vars, Arc::new(inputs));
-                    self.state.frames.push(Frame { scope: scope as u32, step: i as u32, vars: caller_vars });
+                    self.state.frames.push(Frame {
+                        scope: scope as u32,
+                        step: i as u32,
+                        vars: caller_vars,
+                    });
                     scope = *sub;
                     ix = Some(self.flow.scopes[scope].start);
                 }
@@ -604,19 +758,31 @@ impl<'f> Run<'f> {
                             break;
                         }
                     }
-                    self.effects.push(Effect::Split { step: id.to_string(), arm: chosen.name.clone() });
+                    self.effects.push(Effect::Split {
+                        step: id.to_string(),
+                        arm: chosen.name.clone(),
+                    });
                     ix = Some(chosen.target);
                 }
                 Kind::Goal { name, value } => {
-                    let value = value.and_then(|e| self.eval(e, id, None)).and_then(|v| f64::try_from(v).ok());
-                    self.effects.push(Effect::Goal { name: name.clone(), value });
+                    let value = value
+                        .and_then(|e| self.eval(e, id, None))
+                        .and_then(|v| f64::try_from(v).ok());
+                    self.effects.push(Effect::Goal {
+                        name: name.clone(),
+                        value,
+                    });
                     ix = step.next;
                 }
                 Kind::End { outcome } => {
                     self.end(outcome);
                     return;
                 }
-                Kind::Handoff { queue, reason, priority } => {
+                Kind::Handoff {
+                    queue,
+                    reason,
+                    priority,
+                } => {
                     let reason = reason.as_ref().map(|r| self.render(r, id));
                     self.effects.push(Effect::Handoff {
                         step: id.to_string(),
@@ -624,14 +790,24 @@ impl<'f> Run<'f> {
                         reason,
                         priority: *priority,
                     });
-                    self.state.at = At::Human { scope: scope as u32, step: i as u32 };
+                    self.state.at = At::Human {
+                        scope: scope as u32,
+                        step: i as u32,
+                    };
                     self.state.history.clear();
                     return;
                 }
                 Kind::Wait(spec) => match self.wait_until(spec, id) {
                     Some(until) if until > self.now => {
-                        self.effects.push(Effect::Wait { step: id.to_string(), until });
-                        self.state.at = At::Wait { scope: scope as u32, step: i as u32, until };
+                        self.effects.push(Effect::Wait {
+                            step: id.to_string(),
+                            until,
+                        });
+                        self.state.at = At::Wait {
+                            scope: scope as u32,
+                            step: i as u32,
+                            until,
+                        };
                         self.state.history.clear();
                         return;
                     }
@@ -641,11 +817,20 @@ impl<'f> Run<'f> {
                 Kind::Http(h) => {
                     let request = self.http_request(h, id);
                     if h.fire_and_forget {
-                        self.effects.push(Effect::Webhook { step: id.to_string(), request });
+                        self.effects.push(Effect::Webhook {
+                            step: id.to_string(),
+                            request,
+                        });
                         ix = step.next;
                     } else {
-                        self.effects.push(Effect::Http { step: id.to_string(), request });
-                        self.state.at = At::Http { scope: scope as u32, step: i as u32 };
+                        self.effects.push(Effect::Http {
+                            step: id.to_string(),
+                            request,
+                        });
+                        self.state.at = At::Http {
+                            scope: scope as u32,
+                            step: i as u32,
+                        };
                         self.state.history.clear();
                         return;
                     }
@@ -658,22 +843,41 @@ impl<'f> Run<'f> {
         let bits = if self.state.contact.id.is_empty() {
             self.next_rand()
         } else {
-            let key = format!("{}\u{0}{}\u{0}{}", self.state.contact.id, self.flow.id, step);
+            let key = format!(
+                "{}\u{0}{}\u{0}{}",
+                self.state.contact.id, self.flow.id, step
+            );
             let h = crate::compile::content_hash(&key);
             u64::from_str_radix(&h, 16).unwrap_or(0)
         };
         (bits >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn assign(&mut self, list: &[(String, expr::ExprId)], step: &str, extra: Option<(&'static str, Value)>) {
+    fn assign(
+        &mut self,
+        list: &[(String, expr::ExprId)],
+        step: &str,
+        extra: Option<(&'static str, Value)>,
+    ) {
         for (name, e) in list {
-            let v = self.eval(*e, step, extra.clone()).unwrap_or(Value::UNDEFINED);
-            self.effects.push(Effect::Set { var: name.clone(), value: to_json(&v) });
+            let v = self
+                .eval(*e, step, extra.clone())
+                .unwrap_or(Value::UNDEFINED);
+            self.effects.push(Effect::Set {
+                var: name.clone(),
+                value: to_json(&v),
+            });
             self.set_var(name, v);
         }
     }
 
-    fn message(&mut self, m: &MessageStep, step: &str, kind: MessageKind, text_override: Option<String>) {
+    fn message(
+        &mut self,
+        m: &MessageStep,
+        step: &str,
+        kind: MessageKind,
+        text_override: Option<String>,
+    ) {
         let text = match text_override {
             Some(t) => Some(t),
             None => m.text.as_ref().map(|t| self.render(t, step)),
@@ -692,7 +896,12 @@ impl<'f> Run<'f> {
                 if crate::markdown::safe_url(&url) {
                     Some(Link { label, url })
                 } else {
-                    self.error(step, format!("link `{url}` dropped: only http(s), mailto, tel and /paths are allowed"));
+                    self.error(
+                        step,
+                        format!(
+                            "link `{url}` dropped: only http(s), mailto, tel and /paths are allowed"
+                        ),
+                    );
                     None
                 }
             })
@@ -734,25 +943,52 @@ impl<'f> Run<'f> {
 
     fn ask(&mut self, scope: usize, ix: usize, attempts: u32, reask: bool) {
         let step = self.step(scope, ix);
-        let Kind::Question(q) = &step.kind else { return };
+        let Kind::Question(q) = &step.kind else {
+            return;
+        };
         let id = step.id.as_str();
         if !reask {
             self.message(&q.prompt, id, MessageKind::Bot, None);
         }
-        let options = self.visible_options(q, id).into_iter().map(|c| ChoiceView { value: c.value, label: c.label }).collect();
+        let options = self
+            .visible_options(q, id)
+            .into_iter()
+            .map(|c| ChoiceView {
+                value: c.value,
+                label: c.label,
+            })
+            .collect();
         let items = q
             .rules
             .items
             .iter()
-            .map(|it| ChoiceView { value: it.id.clone(), label: self.render(&it.text, id) })
+            .map(|it| ChoiceView {
+                value: it.id.clone(),
+                label: self.render(&it.text, id),
+            })
             .collect();
-        let timeout_at = q.timeout.as_ref().and_then(|(span, _)| time::add_span(self.now, &self.tz, *span).ok());
+        let timeout_at = q
+            .timeout
+            .as_ref()
+            .and_then(|(span, _)| time::add_span(self.now, &self.tz, *span).ok());
         let today = time::today(self.now, &self.tz);
-        let bound = |d: &Option<RelDate>| d.as_ref().and_then(|d| resolve_date(d, today)).map(|d| serde_json::json!(d.to_string()));
+        let bound = |d: &Option<RelDate>| {
+            d.as_ref()
+                .and_then(|d| resolve_date(d, today))
+                .map(|d| serde_json::json!(d.to_string()))
+        };
         let (min, max) = match q.kind {
-            QuestionType::Number => (q.rules.min.map(|x| serde_json::json!(x)), q.rules.max.map(|x| serde_json::json!(x))),
-            QuestionType::Date | QuestionType::DateRange => (bound(&q.rules.min_date), bound(&q.rules.max_date)),
-            QuestionType::Rating => (Some(serde_json::json!(1)), Some(serde_json::json!(q.rules.scale))),
+            QuestionType::Number => (
+                q.rules.min.map(|x| serde_json::json!(x)),
+                q.rules.max.map(|x| serde_json::json!(x)),
+            ),
+            QuestionType::Date | QuestionType::DateRange => {
+                (bound(&q.rules.min_date), bound(&q.rules.max_date))
+            }
+            QuestionType::Rating => (
+                Some(serde_json::json!(1)),
+                Some(serde_json::json!(q.rules.scale)),
+            ),
             QuestionType::Nps => (Some(serde_json::json!(0)), Some(serde_json::json!(10))),
             _ => (None, None),
         };
@@ -770,7 +1006,8 @@ impl<'f> Run<'f> {
             max_length: q.rules.max_length,
             min_picks: q.rules.min_picks,
             max_picks: q.rules.max_picks,
-            scale: matches!(q.kind, QuestionType::Rating | QuestionType::Nps).then_some(q.rules.scale),
+            scale: matches!(q.kind, QuestionType::Rating | QuestionType::Nps)
+                .then_some(q.rules.scale),
             style: q.rules.style,
             placeholder: q.placeholder.clone(),
             optional: q.optional,
@@ -780,7 +1017,12 @@ impl<'f> Run<'f> {
             timeout_at,
         };
         self.effects.push(Effect::Ask(question));
-        self.state.at = At::Question { scope: scope as u32, step: ix as u32, attempts, timeout_at };
+        self.state.at = At::Question {
+            scope: scope as u32,
+            step: ix as u32,
+            attempts,
+            timeout_at,
+        };
     }
 
     fn progress(&self, scope: usize, ix: usize) -> f64 {
@@ -792,7 +1034,11 @@ impl<'f> Run<'f> {
             }
         }
         let done = self.state.answered as f64;
-        if done + remaining == 0.0 { 1.0 } else { (done / (done + remaining) * 1000.0).round() / 1000.0 }
+        if done + remaining == 0.0 {
+            1.0
+        } else {
+            (done / (done + remaining) * 1000.0).round() / 1000.0
+        }
     }
 
     fn visible_options(&mut self, q: &QuestionStep, step: &str) -> Vec<Candidate> {
@@ -808,10 +1054,19 @@ impl<'f> Run<'f> {
                 Some(v) => self.render(v, step),
                 None => label.clone(),
             };
-            out.push(Candidate { value, label, synonyms: o.synonyms.clone() });
+            out.push(Candidate {
+                value,
+                label,
+                synonyms: o.synonyms.clone(),
+            });
         }
         if let Some(from) = &q.rules.options_from {
-            let list = self.state.vars.get(&from.var).cloned().unwrap_or(Value::UNDEFINED);
+            let list = self
+                .state
+                .vars
+                .get(&from.var)
+                .cloned()
+                .unwrap_or(Value::UNDEFINED);
             let items: Vec<Value> = match list.try_iter() {
                 Ok(it) if list.kind() == minijinja::value::ValueKind::Seq => it.take(200).collect(),
                 _ => {
@@ -824,7 +1079,9 @@ impl<'f> Run<'f> {
             for item in items {
                 let extra = Some(("item", item.clone()));
                 if let Some(w) = from.when
-                    && !self.eval(w, step, extra.clone()).is_some_and(|v| expr::truthy(&v))
+                    && !self
+                        .eval(w, step, extra.clone())
+                        .is_some_and(|v| expr::truthy(&v))
                 {
                     continue;
                 }
@@ -836,7 +1093,11 @@ impl<'f> Run<'f> {
                     Some(t) => self.render_with(t, step, extra),
                     None => label.clone(),
                 };
-                out.push(Candidate { value, label, synonyms: Vec::new() });
+                out.push(Candidate {
+                    value,
+                    label,
+                    synonyms: Vec::new(),
+                });
             }
         }
         out
@@ -846,7 +1107,10 @@ impl<'f> Run<'f> {
         if let Input::Text { text } = &input
             && text.len() > MAX_INPUT_BYTES
         {
-            return self.reject("too-long", format!("answers are limited to {MAX_INPUT_BYTES} bytes"));
+            return self.reject(
+                "too-long",
+                format!("answers are limited to {MAX_INPUT_BYTES} bytes"),
+            );
         }
         if let Input::Choice { values } = &input
             && (values.len() > MAX_CHOICES || values.iter().any(|v| v.len() > MAX_INPUT_BYTES))
@@ -858,18 +1122,32 @@ impl<'f> Run<'f> {
         }
         match self.state.at.clone() {
             At::Ended { .. } => self.reject("ended", "this conversation has ended"),
-            At::Question { scope, step, attempts, timeout_at } => {
+            At::Question {
+                scope,
+                step,
+                attempts,
+                timeout_at,
+            } => {
                 let (scope, ix) = (scope as usize, step as usize);
                 match input {
-                    Input::Text { .. } | Input::Choice { .. } => self.answer(scope, ix, attempts, input),
+                    Input::Text { .. } | Input::Choice { .. } => {
+                        self.answer(scope, ix, attempts, input)
+                    }
                     Input::Back => self.back(scope, ix),
                     Input::Skip => self.skip(scope, ix),
                     Input::Timeout => match (timeout_at, self.timeout_target(scope, ix)) {
-                        (Some(at), Some(target)) if self.now >= at => self.run_from(scope, Some(target)),
-                        (Some(_), Some(_)) => self.reject("not-due", "the timeout has not elapsed yet"),
+                        (Some(at), Some(target)) if self.now >= at => {
+                            self.run_from(scope, Some(target))
+                        }
+                        (Some(_), Some(_)) => {
+                            self.reject("not-due", "the timeout has not elapsed yet")
+                        }
                         _ => self.reject("no-timeout", "this question has no timeout"),
                     },
-                    _ => self.reject("unexpected-input", "the conversation is waiting for an answer"),
+                    _ => self.reject(
+                        "unexpected-input",
+                        "the conversation is waiting for an answer",
+                    ),
                 }
             }
             At::Wait { scope, step, until } => match input {
@@ -878,12 +1156,17 @@ impl<'f> Run<'f> {
                     self.run_from(scope as usize, next)
                 }
                 Input::Resume => self.reject("not-due", format!("the wait ends at {until}")),
-                _ => self.reject("waiting", "the conversation is paused; it continues by itself"),
+                _ => self.reject(
+                    "waiting",
+                    "the conversation is paused; it continues by itself",
+                ),
             },
             At::Http { scope, step } => {
                 let (scope, ix) = (scope as usize, step as usize);
                 match input {
-                    Input::HttpResponse { status, body } => self.http_done(scope, ix, Ok((status, body))),
+                    Input::HttpResponse { status, body } => {
+                        self.http_done(scope, ix, Ok((status, body)))
+                    }
                     Input::HttpFailed { error } => self.http_done(scope, ix, Err(error)),
                     _ => self.reject("waiting", "the conversation is waiting for a web request"),
                 }
@@ -911,7 +1194,10 @@ impl<'f> Run<'f> {
             if !crate::compile::is_identifier(&k) {
                 return self.reject("invalid-name", format!("`{k}` is not a variable name"));
             }
-            self.effects.push(Effect::Set { var: k.clone(), value: v.clone() });
+            self.effects.push(Effect::Set {
+                var: k.clone(),
+                value: v.clone(),
+            });
             self.set_var(&k, from_json(&v));
         }
         // Frames of the old position no longer apply.
@@ -950,7 +1236,9 @@ impl<'f> Run<'f> {
 
     fn skip(&mut self, scope: usize, ix: usize) {
         let step = self.step(scope, ix);
-        let Kind::Question(q) = &step.kind else { return };
+        let Kind::Question(q) = &step.kind else {
+            return;
+        };
         if !q.optional {
             return self.reject("not-optional", "this question needs an answer");
         }
@@ -973,7 +1261,12 @@ impl<'f> Run<'f> {
         let cp = Checkpoint {
             vars: self.state.vars.clone(),
             frames: self.state.frames.clone(),
-            at: At::Question { scope: scope as u32, step: ix as u32, attempts: 0, timeout_at: None },
+            at: At::Question {
+                scope: scope as u32,
+                step: ix as u32,
+                attempts: 0,
+                timeout_at: None,
+            },
             answered: self.state.answered,
             rng: self.state.rng,
         };
@@ -982,7 +1275,9 @@ impl<'f> Run<'f> {
 
     fn answer(&mut self, scope: usize, ix: usize, attempts: u32, input: Input) {
         let step = self.step(scope, ix);
-        let Kind::Question(q) = &step.kind else { return };
+        let Kind::Question(q) = &step.kind else {
+            return;
+        };
         let id = step.id.as_str();
         if let (Some(h), Input::Text { text }) = (&self.flow.human, &input)
             && h.keywords.contains(&answer::normalize(text))
@@ -993,7 +1288,10 @@ impl<'f> Run<'f> {
                 reason: Some("The participant asked for a person.".into()),
                 priority: Priority::Normal,
             });
-            self.state.at = At::Human { scope: scope as u32, step: ix as u32 };
+            self.state.at = At::Human {
+                scope: scope as u32,
+                step: ix as u32,
+            };
             self.state.history.clear();
             return;
         }
@@ -1036,7 +1334,11 @@ impl<'f> Run<'f> {
             }
             Err(inv) => {
                 let attempts = attempts + 1;
-                self.effects.push(Effect::Invalid { step: id.to_string(), reason: inv.code().into(), attempt: attempts });
+                self.effects.push(Effect::Invalid {
+                    step: id.to_string(),
+                    reason: inv.code().into(),
+                    attempt: attempts,
+                });
                 if attempts >= q.retries
                     && let Some(fb) = q.fallback
                 {
@@ -1046,7 +1348,11 @@ impl<'f> Run<'f> {
                     Some(t) => self.render(t, id),
                     None => inv.message(),
                 };
-                let plain = MessageStep { typing: q.prompt.typing, pacing: q.prompt.pacing, ..MessageStep::default() };
+                let plain = MessageStep {
+                    typing: q.prompt.typing,
+                    pacing: q.prompt.pacing,
+                    ..MessageStep::default()
+                };
                 self.message(&plain, id, MessageKind::Invalid, Some(text));
                 self.ask(scope, ix, attempts, true);
             }
@@ -1054,7 +1360,12 @@ impl<'f> Run<'f> {
     }
 
     /// Maps the k-th visible option back to its static definition.
-    fn static_option(&mut self, q: &'f QuestionStep, step: &str, k: usize) -> Option<&'f ChoiceOption> {
+    fn static_option(
+        &mut self,
+        q: &'f QuestionStep,
+        step: &str,
+        k: usize,
+    ) -> Option<&'f ChoiceOption> {
         let mut visible = 0;
         for o in &q.rules.options {
             if let Some(w) = o.when
@@ -1070,9 +1381,21 @@ impl<'f> Run<'f> {
         None
     }
 
-    fn parse_answer(&mut self, q: &QuestionStep, step: &str, input: &Input) -> Result<Accepted, Invalid> {
+    fn parse_answer(
+        &mut self,
+        q: &QuestionStep,
+        step: &str,
+        input: &Input,
+    ) -> Result<Accepted, Invalid> {
         use serde_json::json;
-        let plain = |value| Ok(Accepted { value, option: None, options: Vec::new(), acks: Vec::new() });
+        let plain = |value| {
+            Ok(Accepted {
+                value,
+                option: None,
+                options: Vec::new(),
+                acks: Vec::new(),
+            })
+        };
         let text = match input {
             Input::Text { text } => text.trim().to_string(),
             Input::Choice { values } => values.join(", "),
@@ -1105,7 +1428,11 @@ impl<'f> Run<'f> {
             }
             QuestionType::Number => {
                 let x = answer::parse_number(&text, answer::uses_decimal_comma(locale.as_deref()))
-                    .ok_or(if text.is_empty() { Invalid::Empty } else { Invalid::NotANumber })?;
+                    .ok_or(if text.is_empty() {
+                        Invalid::Empty
+                    } else {
+                        Invalid::NotANumber
+                    })?;
                 if r.integer && x.fract() != 0.0 {
                     return Err(Invalid::NotInteger);
                 }
@@ -1126,15 +1453,35 @@ impl<'f> Run<'f> {
                         return Err(Invalid::Step(s));
                     }
                 }
-                plain(if x.fract() == 0.0 && x.abs() < 9e15 { json!(x as i64) } else { json!(x) })
+                plain(if x.fract() == 0.0 && x.abs() < 9e15 {
+                    json!(x as i64)
+                } else {
+                    json!(x)
+                })
             }
-            QuestionType::Email => answer::parse_email(&text).map(|e| json!(e)).ok_or(Invalid::Email).and_then(plain),
-            QuestionType::Url => answer::parse_url(&text).map(|u| json!(u)).ok_or(Invalid::Url).and_then(plain),
+            QuestionType::Email => answer::parse_email(&text)
+                .map(|e| json!(e))
+                .ok_or(Invalid::Email)
+                .and_then(plain),
+            QuestionType::Url => answer::parse_url(&text)
+                .map(|u| json!(u))
+                .ok_or(Invalid::Url)
+                .and_then(plain),
             QuestionType::Phone => {
-                let country = r.country.clone().or_else(|| self.state.contact.country.clone()).or_else(|| {
-                    locale.as_deref().and_then(|l| l.split(['-', '_']).nth(1)).map(|c| c.to_ascii_uppercase())
-                });
-                answer::parse_phone(&text, country.as_deref()).map(|p| json!(p)).ok_or(Invalid::Phone).and_then(plain)
+                let country = r
+                    .country
+                    .clone()
+                    .or_else(|| self.state.contact.country.clone())
+                    .or_else(|| {
+                        locale
+                            .as_deref()
+                            .and_then(|l| l.split(['-', '_']).nth(1))
+                            .map(|c| c.to_ascii_uppercase())
+                    });
+                answer::parse_phone(&text, country.as_deref())
+                    .map(|p| json!(p))
+                    .ok_or(Invalid::Phone)
+                    .and_then(plain)
             }
             QuestionType::Date => {
                 let d = self.parse_date_bounded(q, &text, today, locale.as_deref())?;
@@ -1142,7 +1489,9 @@ impl<'f> Run<'f> {
             }
             QuestionType::DateRange => {
                 let (a, b) = match input {
-                    Input::Choice { values } if values.len() == 2 => (values[0].clone(), values[1].clone()),
+                    Input::Choice { values } if values.len() == 2 => {
+                        (values[0].clone(), values[1].clone())
+                    }
                     _ => {
                         let (a, b) = answer::split_range(&text).ok_or(Invalid::Date)?;
                         (a.to_string(), b.to_string())
@@ -1158,13 +1507,19 @@ impl<'f> Run<'f> {
             QuestionType::Choice => {
                 let options = self.visible_options(q, step);
                 let k = match input {
-                    Input::Choice { values } if values.len() == 1 => {
-                        options.iter().position(|o| o.value == values[0]).ok_or(Invalid::NoMatch)?
-                    }
+                    Input::Choice { values } if values.len() == 1 => options
+                        .iter()
+                        .position(|o| o.value == values[0])
+                        .ok_or(Invalid::NoMatch)?,
                     Input::Choice { .. } => return Err(Invalid::NoMatch),
                     _ => answer::match_choice(&text, &options).ok_or(Invalid::NoMatch)?,
                 };
-                Ok(Accepted { value: json!(options[k].value), option: Some(k), options: Vec::new(), acks: Vec::new() })
+                Ok(Accepted {
+                    value: json!(options[k].value),
+                    option: Some(k),
+                    options: Vec::new(),
+                    acks: Vec::new(),
+                })
             }
             QuestionType::Multiple => {
                 let options = self.visible_options(q, step);
@@ -1172,7 +1527,10 @@ impl<'f> Run<'f> {
                     Input::Choice { values } => {
                         let mut out = Vec::new();
                         for v in values {
-                            let k = options.iter().position(|o| &o.value == v).ok_or(Invalid::NoMatch)?;
+                            let k = options
+                                .iter()
+                                .position(|o| &o.value == v)
+                                .ok_or(Invalid::NoMatch)?;
                             if !out.contains(&k) {
                                 out.push(k);
                             }
@@ -1192,8 +1550,14 @@ impl<'f> Run<'f> {
                 }
                 let mut ordered = picked.clone();
                 ordered.sort();
-                let values: Vec<&str> = ordered.iter().map(|&k| options[k].value.as_str()).collect();
-                Ok(Accepted { value: json!(values), option: None, options: ordered, acks: Vec::new() })
+                let values: Vec<&str> =
+                    ordered.iter().map(|&k| options[k].value.as_str()).collect();
+                Ok(Accepted {
+                    value: json!(values),
+                    option: None,
+                    options: ordered,
+                    acks: Vec::new(),
+                })
             }
             QuestionType::Rating | QuestionType::Nps => {
                 let lo = if q.kind == QuestionType::Nps { 0 } else { 1 };
@@ -1204,17 +1568,27 @@ impl<'f> Run<'f> {
                 }
                 plain(json!(n))
             }
-            QuestionType::YesNo => answer::parse_yes_no(&text).map(|b| json!(b)).ok_or(Invalid::YesNo).and_then(plain),
+            QuestionType::YesNo => answer::parse_yes_no(&text)
+                .map(|b| json!(b))
+                .ok_or(Invalid::YesNo)
+                .and_then(plain),
             QuestionType::Checklist => {
-                let texts: Vec<(String, String)> =
-                    r.items.iter().map(|it| (it.id.clone(), self.render(&it.text, step))).collect();
+                let texts: Vec<(String, String)> = r
+                    .items
+                    .iter()
+                    .map(|it| (it.id.clone(), self.render(&it.text, step)))
+                    .collect();
                 let ticked: Vec<String> = match input {
                     Input::Choice { values } => values.clone(),
                     _ => {
                         // Typed: item numbers or ids, e.g. "1, 2, 3".
                         let cands: Vec<Candidate> = texts
                             .iter()
-                            .map(|(id, t)| Candidate { value: id.clone(), label: t.clone(), synonyms: vec![answer::normalize(id)] })
+                            .map(|(id, t)| Candidate {
+                                value: id.clone(),
+                                label: t.clone(),
+                                synonyms: vec![answer::normalize(id)],
+                            })
                             .collect();
                         answer::match_choices(&text, &cands)
                             .unwrap_or_default()
@@ -1223,15 +1597,26 @@ impl<'f> Run<'f> {
                             .collect()
                     }
                 };
-                if texts.iter().any(|(id, _)| !ticked.contains(id)) || ticked.iter().any(|t| !texts.iter().any(|(id, _)| id == t)) {
+                if texts.iter().any(|(id, _)| !ticked.contains(id))
+                    || ticked.iter().any(|t| !texts.iter().any(|(id, _)| id == t))
+                {
                     return Err(Invalid::Unticked);
                 }
                 let acks = texts
                     .iter()
-                    .map(|(id, t)| AckItem { id: id.clone(), text: t.clone(), version: crate::compile::content_hash(t) })
+                    .map(|(id, t)| AckItem {
+                        id: id.clone(),
+                        text: t.clone(),
+                        version: crate::compile::content_hash(t),
+                    })
                     .collect();
                 let ids: Vec<&String> = texts.iter().map(|(id, _)| id).collect();
-                Ok(Accepted { value: json!(ids), option: None, options: Vec::new(), acks })
+                Ok(Accepted {
+                    value: json!(ids),
+                    option: None,
+                    options: Vec::new(),
+                    acks,
+                })
             }
         }
     }
@@ -1243,13 +1628,22 @@ impl<'f> Run<'f> {
         today: jiff::civil::Date,
         locale: Option<&str>,
     ) -> Result<jiff::civil::Date, Invalid> {
-        let d = answer::parse_date(text, today, answer::month_first(locale)).ok_or(Invalid::Date)?;
-        if let Some(min) = q.rules.min_date.as_ref().and_then(|m| resolve_date(m, today))
+        let d =
+            answer::parse_date(text, today, answer::month_first(locale)).ok_or(Invalid::Date)?;
+        if let Some(min) = q
+            .rules
+            .min_date
+            .as_ref()
+            .and_then(|m| resolve_date(m, today))
             && d < min
         {
             return Err(Invalid::DateBefore(min));
         }
-        if let Some(max) = q.rules.max_date.as_ref().and_then(|m| resolve_date(m, today))
+        if let Some(max) = q
+            .rules
+            .max_date
+            .as_ref()
+            .and_then(|m| resolve_date(m, today))
             && d > max
         {
             return Err(Invalid::DateAfter(max));
@@ -1260,10 +1654,13 @@ impl<'f> Run<'f> {
     fn wait_until(&mut self, spec: &WaitSpec, step: &str) -> Option<Timestamp> {
         let result = match spec {
             WaitSpec::For(span) => time::add_span(self.now, &self.tz, *span),
-            WaitSpec::Until { time: t, days } => time::next_local_time(self.now, &self.tz, *t, *days),
+            WaitSpec::Until { time: t, days } => {
+                time::next_local_time(self.now, &self.tz, *t, *days)
+            }
             WaitSpec::At { at, offset } => {
                 let text = self.render(at, step);
-                time::parse_instant(&text, &self.tz).and_then(|ts| time::add_span(ts, &self.tz, *offset))
+                time::parse_instant(&text, &self.tz)
+                    .and_then(|ts| time::add_span(ts, &self.tz, *offset))
             }
         };
         match result {
@@ -1277,25 +1674,45 @@ impl<'f> Run<'f> {
 
     fn http_request(&mut self, h: &HttpStep, step: &str) -> HttpRequest {
         let url = self.render(&h.url, step);
-        let headers = h.headers.iter().map(|(k, v)| (k.clone(), self.render(v, step))).collect();
+        let headers = h
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), self.render(v, step)))
+            .collect();
         let body = (!h.json.is_empty()).then(|| {
             let mut map = serde_json::Map::new();
             for (k, e) in &h.json {
-                let v = self.eval(*e, step, None).map(|v| to_json(&v)).unwrap_or(serde_json::Value::Null);
+                let v = self
+                    .eval(*e, step, None)
+                    .map(|v| to_json(&v))
+                    .unwrap_or(serde_json::Value::Null);
                 map.insert(k.clone(), v);
             }
             serde_json::Value::Object(map)
         });
-        HttpRequest { method: h.method.clone(), url, headers, body, timeout_ms: h.timeout_ms }
+        HttpRequest {
+            method: h.method.clone(),
+            url,
+            headers,
+            body,
+            timeout_ms: h.timeout_ms,
+        }
     }
 
-    fn http_done(&mut self, scope: usize, ix: usize, result: Result<(u16, serde_json::Value), String>) {
+    fn http_done(
+        &mut self,
+        scope: usize,
+        ix: usize,
+        result: Result<(u16, serde_json::Value), String>,
+    ) {
         let step = self.step(scope, ix);
         let Kind::Http(h) = &step.kind else { return };
         let id = step.id.as_str();
         match result {
             Ok((status, body)) if (200..300).contains(&status) => {
-                let response = expr::from_serialize(serde_json::json!({"status": status, "body": body, "ok": true}));
+                let response = expr::from_serialize(
+                    serde_json::json!({"status": status, "body": body, "ok": true}),
+                );
                 self.assign(&h.save, id, Some(("response", response)));
                 self.run_from(scope, step.next);
             }
@@ -1331,7 +1748,11 @@ fn contact_value(c: &Contact) -> Value {
     for (k, v) in &c.attributes {
         map.insert(k.clone(), v.clone());
     }
-    let first_name = c.name.as_deref().and_then(|n| n.split_whitespace().next()).map(str::to_string);
+    let first_name = c
+        .name
+        .as_deref()
+        .and_then(|n| n.split_whitespace().next())
+        .map(str::to_string);
     for (k, v) in [
         ("id", Some(c.id.clone())),
         ("name", c.name.clone()),
@@ -1342,9 +1763,11 @@ fn contact_value(c: &Contact) -> Value {
         ("locale", c.locale.clone()),
         ("country", c.country.clone()),
     ] {
-        map.insert(k.to_string(), v.map_or(serde_json::Value::Null, serde_json::Value::String));
+        map.insert(
+            k.to_string(),
+            v.map_or(serde_json::Value::Null, serde_json::Value::String),
+        );
     }
     map.insert("tags".into(), serde_json::json!(c.tags));
     expr::from_serialize(serde_json::Value::Object(map))
 }
-

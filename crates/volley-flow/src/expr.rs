@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use minijinja::value::{Object, Rest, Value};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, Template, UndefinedBehavior};
+use minijinja::{
+    AutoEscape, Environment, Error, ErrorKind, Expression, Template, UndefinedBehavior,
+};
 
 /// Instructions one render or evaluation may execute.
 pub const FUEL: u64 = 50_000;
@@ -25,8 +27,24 @@ pub const BUILTIN_NAMES: &[&str] = &["contact", "now", "today", "flow"];
 
 /// Functions registered in the environment (not variables).
 pub const FUNCTION_NAMES: &[&str] = &[
-    "min", "max", "abs", "floor", "ceil", "round", "pow", "sqrt", "pmt", "fv", "date_add",
-    "days_between", "weekday", "format_date", "format_number", "range", "dict", "namespace",
+    "min",
+    "max",
+    "abs",
+    "floor",
+    "ceil",
+    "round",
+    "pow",
+    "sqrt",
+    "pmt",
+    "fv",
+    "date_add",
+    "days_between",
+    "weekday",
+    "format_date",
+    "format_number",
+    "range",
+    "dict",
+    "namespace",
 ];
 
 const MARKDOWN: &str = "markdown";
@@ -74,8 +92,18 @@ pub fn environment() -> Environment<'static> {
     env.add_function("date_add", date_add);
     env.add_function("days_between", days_between);
     env.add_function("weekday", |d: String| {
-        const DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
-        Ok(Value::from(DAYS[parse_date(&d)?.weekday().to_monday_zero_offset() as usize]))
+        const DAYS: [&str; 7] = [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ];
+        Ok(Value::from(
+            DAYS[parse_date(&d)?.weekday().to_monday_zero_offset() as usize],
+        ))
     });
     env.add_function("format_date", |d: String, fmt: Option<String>| {
         let date = parse_date(&d)?;
@@ -90,7 +118,10 @@ pub fn environment() -> Environment<'static> {
 
 fn num(x: f64) -> Result<Value, Error> {
     if !x.is_finite() {
-        return Err(Error::new(ErrorKind::InvalidOperation, "result is not a finite number"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "result is not a finite number",
+        ));
     }
     if x.fract() == 0.0 && x.abs() < 9.0e15 {
         Ok(Value::from(x as i64))
@@ -100,8 +131,12 @@ fn num(x: f64) -> Result<Value, Error> {
 }
 
 fn as_f64(v: &Value) -> Result<f64, Error> {
-    f64::try_from(v.clone())
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("expected a number, got {}", v.kind())))
+    f64::try_from(v.clone()).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("expected a number, got {}", v.kind()),
+        )
+    })
 }
 
 fn fold_numbers(args: &[Value], f: fn(f64, f64) -> f64) -> Result<Value, Error> {
@@ -123,7 +158,10 @@ fn fold_numbers(args: &[Value], f: fn(f64, f64) -> f64) -> Result<Value, Error> 
 fn pmt(rate: f64, periods: f64, pv: f64, fv: Option<f64>) -> Result<Value, Error> {
     let fv = fv.unwrap_or(0.0);
     if periods <= 0.0 {
-        return Err(Error::new(ErrorKind::InvalidOperation, "periods must be positive"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "periods must be positive",
+        ));
     }
     let payment = if rate == 0.0 {
         (pv + fv) / periods
@@ -148,8 +186,12 @@ fn fv(rate: f64, periods: f64, payment: f64, pv: Option<f64>) -> Result<Value, E
 
 pub(crate) fn parse_date(s: &str) -> Result<jiff::civil::Date, Error> {
     let head = s.get(..10).unwrap_or(s);
-    head.parse::<jiff::civil::Date>()
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("`{s}` is not a date (YYYY-MM-DD)")))
+    head.parse::<jiff::civil::Date>().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`{s}` is not a date (YYYY-MM-DD)"),
+        )
+    })
 }
 
 fn date_add(d: String, kwargs: minijinja::value::Kwargs) -> Result<Value, Error> {
@@ -215,11 +257,18 @@ pub fn escape_markdown(s: &str) -> String {
     let mut line_start = true;
     let mut chars = s.chars().peekable();
     while let Some(ch) = chars.next() {
-        let special = matches!(ch, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '~' | '|' | '&');
+        let special = matches!(
+            ch,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '~' | '|' | '&'
+        );
         let marker = line_start && matches!(ch, '#' | '-' | '+' | '=');
         let numbered = line_start && ch.is_ascii_digit() && {
-            let rest: String = chars.clone().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ')').collect();
-            rest.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with(['.', ')'])
+            let rest: String = chars
+                .clone()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ')')
+                .collect();
+            rest.trim_start_matches(|c: char| c.is_ascii_digit())
+                .starts_with(['.', ')'])
         };
         if special || marker {
             out.push('\\');
@@ -373,7 +422,10 @@ impl CodeBuilder {
                 .iter()
                 .map(|n| env.get_template(n).expect("template registered above"))
                 .collect();
-            rep.template_names = templates.iter().map(|t| sorted(t.undeclared_variables(false))).collect();
+            rep.template_names = templates
+                .iter()
+                .map(|t| sorted(t.undeclared_variables(false)))
+                .collect();
             let mut compiled = Vec::with_capacity(exprs.len());
             for (i, src) in exprs.iter().enumerate() {
                 match env.compile_expression_owned(src.clone()) {
@@ -384,11 +436,17 @@ impl CodeBuilder {
                     Err(err) => {
                         rep.expr_errors.push((ExprId(i as u32), err));
                         rep.expr_names.push(Vec::new());
-                        compiled.push(env.compile_expression_owned("none").expect("literal compiles"));
+                        compiled.push(
+                            env.compile_expression_owned("none")
+                                .expect("literal compiles"),
+                        );
                     }
                 }
             }
-            Compiled { templates, exprs: compiled }
+            Compiled {
+                templates,
+                exprs: compiled,
+            }
         });
         (code, report_cell.into_inner())
     }
@@ -447,13 +505,16 @@ pub(crate) fn from_serialize<T: serde::Serialize>(v: T) -> Value {
     Value::from(minijinja::value::Serde(v))
 }
 
-
 /// Renders a number for display: integers without a decimal point.
 pub fn display_value(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
-        serde_json::Value::Array(items) => items.iter().map(display_value).collect::<Vec<_>>().join(", "),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(display_value)
+            .collect::<Vec<_>>()
+            .join(", "),
         other => {
             let mut s = String::new();
             let _ = write!(s, "{other}");
@@ -488,6 +549,9 @@ mod tests {
         assert_eq!(escape_markdown("**a** [x](y)"), "\\*\\*a\\*\\* \\[x\\](y)");
         assert_eq!(escape_markdown("Acme Inc. - best"), "Acme Inc. - best");
         assert_eq!(escape_markdown("- item\n1. one"), "\\- item\n1\\. one");
-        assert_eq!(crate::markdown::to_plain(&escape_markdown("# 1. <b>&amp;")), "# 1. <b>&amp;");
+        assert_eq!(
+            crate::markdown::to_plain(&escape_markdown("# 1. <b>&amp;")),
+            "# 1. <b>&amp;"
+        );
     }
 }

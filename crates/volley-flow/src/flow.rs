@@ -69,13 +69,31 @@ pub(crate) enum Kind {
     Message(Box<MessageStep>),
     Question(Box<QuestionStep>),
     Set(Vec<(String, ExprId)>),
-    Branch { arms: Vec<(ExprId, usize)>, otherwise: Option<usize> },
+    Branch {
+        arms: Vec<(ExprId, usize)>,
+        otherwise: Option<usize>,
+    },
     Goto(usize),
-    Call { scope: usize, with: Vec<(String, ExprId)>, returns: Vec<(String, String)> },
-    Split { arms: Vec<SplitArm> },
-    Goal { name: String, value: Option<ExprId> },
-    End { outcome: String },
-    Handoff { queue: Option<String>, reason: Option<Text>, priority: Priority },
+    Call {
+        scope: usize,
+        with: Vec<(String, ExprId)>,
+        returns: Vec<(String, String)>,
+    },
+    Split {
+        arms: Vec<SplitArm>,
+    },
+    Goal {
+        name: String,
+        value: Option<ExprId>,
+    },
+    End {
+        outcome: String,
+    },
+    Handoff {
+        queue: Option<String>,
+        reason: Option<Text>,
+        priority: Priority,
+    },
     Wait(WaitSpec),
     Http(Box<HttpStep>),
 }
@@ -120,7 +138,13 @@ pub(crate) struct Pacing {
 
 impl Default for Pacing {
     fn default() -> Self {
-        Pacing { off: false, wpm: 400.0, min_ms: 400, max_ms: 2500, first: false }
+        Pacing {
+            off: false,
+            wpm: 400.0,
+            min_ms: 400,
+            max_ms: 2500,
+            first: false,
+        }
     }
 }
 
@@ -221,7 +245,9 @@ pub(crate) struct HttpStep {
 impl Flow {
     /// Ids of the steps of the main flow, in order (for analytics and tools).
     pub fn step_ids(&self) -> impl Iterator<Item = &str> {
-        self.scopes.iter().flat_map(|s| s.steps.iter().map(|st| st.id.as_str()))
+        self.scopes
+            .iter()
+            .flat_map(|s| s.steps.iter().map(|st| st.id.as_str()))
     }
 
     /// True when `id` names a step (`sub/step` for sub-flow steps).

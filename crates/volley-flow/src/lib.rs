@@ -12,20 +12,22 @@ mod expr;
 mod flow;
 pub mod markdown;
 mod model;
+pub mod sample;
 mod time;
 pub mod transcript;
 
-
-pub use compile::{compile, content_hash, Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS};
-pub use diag::{did_you_mean, line_col, Diagnostic, Severity};
+pub use compile::{
+    Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS, compile, content_hash,
+};
+pub use diag::{Diagnostic, Severity, did_you_mean, line_col};
 pub use engine::{
-    AckItem, Awaiting, ChoiceView, Contact, Effect, EngineError, HttpRequest, Input, Link, Message,
-    MessageKind, Question, State, Turn, MAX_CALL_DEPTH, MAX_CHOICES, MAX_HISTORY, MAX_INPUT_BYTES,
-    MAX_STEPS_PER_TURN, STATE_FORMAT,
+    AckItem, Awaiting, ChoiceView, Contact, Effect, EngineError, HttpRequest, Input, Link,
+    MAX_CALL_DEPTH, MAX_CHOICES, MAX_HISTORY, MAX_INPUT_BYTES, MAX_STEPS_PER_TURN, Message,
+    MessageKind, Question, STATE_FORMAT, State, Turn,
 };
 pub use expr::{FUEL, MAX_RENDER_BYTES};
 pub use flow::{Assistant, Flow};
-pub use model::{Priority, QuestionType, RatingStyle, FORMAT_VERSION};
+pub use model::{FORMAT_VERSION, Priority, QuestionType, RatingStyle};
 pub use time::zone;
 
 /// The JSON Schema of flow files, for editor autocompletion and validation.

@@ -14,8 +14,12 @@ pub fn safe_url(url: &str) -> bool {
         return !u.starts_with("//");
     }
     let lower = u.to_ascii_lowercase();
-    ["http://", "https://", "mailto:", "tel:"].iter().any(|s| lower.starts_with(s))
-        && !u.chars().any(|c| c.is_control() || c == '"' || c == '<' || c == '>')
+    ["http://", "https://", "mailto:", "tel:"]
+        .iter()
+        .any(|s| lower.starts_with(s))
+        && !u
+            .chars()
+            .any(|c| c.is_control() || c == '"' || c == '<' || c == '>')
 }
 
 fn escape(out: &mut String, s: &str) {
@@ -79,10 +83,9 @@ pub fn to_html(md: &str) -> String {
                 TagEnd::Emphasis => out.push_str("</em>"),
                 TagEnd::Strong => out.push_str("</strong>"),
                 TagEnd::Strikethrough => out.push_str("</del>"),
-                TagEnd::Link | TagEnd::Image => {
-                    if link_stack.pop() == Some(true) {
-                        out.push_str("</a>");
-                    }
+                // Refused links (false on the stack) close without `</a>`.
+                TagEnd::Link | TagEnd::Image if link_stack.pop() == Some(true) => {
+                    out.push_str("</a>")
                 }
                 _ => {}
             },
@@ -130,7 +133,9 @@ pub fn to_plain(md: &str) -> String {
                 }
             }
             Event::End(TagEnd::Paragraph) | Event::End(TagEnd::Heading(_)) => out.push('\n'),
-            Event::Text(t) | Event::Code(t) | Event::Html(t) | Event::InlineHtml(t) => out.push_str(&t),
+            Event::Text(t) | Event::Code(t) | Event::Html(t) | Event::InlineHtml(t) => {
+                out.push_str(&t)
+            }
             Event::SoftBreak | Event::HardBreak => out.push('\n'),
             _ => {}
         }
@@ -144,7 +149,10 @@ mod tests {
 
     #[test]
     fn renders_the_safe_subset() {
-        assert_eq!(to_html("**Hi** *there*"), "<p><strong>Hi</strong> <em>there</em></p>");
+        assert_eq!(
+            to_html("**Hi** *there*"),
+            "<p><strong>Hi</strong> <em>there</em></p>"
+        );
         assert_eq!(
             to_html("[docs](https://x.com)"),
             "<p><a href=\"https://x.com\" target=\"_blank\" rel=\"noopener noreferrer nofollow\">docs</a></p>"
@@ -155,7 +163,10 @@ mod tests {
     #[test]
     fn nothing_executable_survives() {
         let html = to_html("<script>alert(1)</script> <img src=x onerror=alert(1)>");
-        assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
         let html = to_html("[x](javascript:alert(1)) ![y](data:text/html,hi)");
         assert!(!html.contains("href"), "{html}");
         let html = to_html("[x](https://a.com\" onclick=\"alert(1))");
@@ -164,7 +175,13 @@ mod tests {
 
     #[test]
     fn plain_text_keeps_lists_and_link_targets() {
-        assert_eq!(to_plain("Hi **Ana**\n\n1. one\n2. two"), "Hi Ana\n1. one\n2. two");
-        assert_eq!(to_plain("see [docs](https://x.com)"), "see docs (https://x.com)");
+        assert_eq!(
+            to_plain("Hi **Ana**\n\n1. one\n2. two"),
+            "Hi Ana\n1. one\n2. two"
+        );
+        assert_eq!(
+            to_plain("see [docs](https://x.com)"),
+            "see docs (https://x.com)"
+        );
     }
 }

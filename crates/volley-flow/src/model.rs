@@ -20,7 +20,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// One flow file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "Volley flow", description = "A Volley conversation flow (format version 1).")]
+#[schemars(
+    title = "Volley flow",
+    description = "A Volley conversation flow (format version 1)."
+)]
 pub struct FlowDoc {
     /// Format version of this file. Must be `1`.
     #[schemars(with = "u32")]
@@ -29,7 +32,8 @@ pub struct FlowDoc {
     #[schemars(with = "String")]
     pub id: Sp<String>,
     /// Human title shown in lists and dashboards.
-    pub title: String,
+    #[schemars(with = "String")]
+    pub title: Sp<String>,
     /// Longer description for authors.
     #[serde(default)]
     pub description: Option<String>,
@@ -388,7 +392,7 @@ pub struct LinkDoc {
 #[schemars(untagged)]
 pub enum OptionDoc {
     Plain(String),
-    Full(OptionFull),
+    Full(Box<OptionFull>),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -443,7 +447,7 @@ pub struct OptionsFromDoc {
 #[schemars(untagged)]
 pub enum ItemDoc {
     Plain(String),
-    Full(ItemFull),
+    Full(Box<ItemFull>),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -488,7 +492,7 @@ pub struct SplitArmDoc {
 #[schemars(untagged)]
 pub enum HandoffDoc {
     Queue(String),
-    Full(HandoffFull),
+    Full(Box<HandoffFull>),
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -521,7 +525,7 @@ pub enum Priority {
 #[schemars(untagged)]
 pub enum WaitDoc {
     Duration(String),
-    Full(WaitFull),
+    Full(Box<WaitFull>),
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -649,7 +653,10 @@ impl<'de> Deserialize<'de> for AssignmentList {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a mapping of `name: expression`")
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<AssignmentList, A::Error> {
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<AssignmentList, A::Error> {
                 let mut out = Vec::new();
                 while let Some(name) = m.next_key::<String>()? {
                     let expr: Sp<ExprText> = m.next_value()?;
@@ -704,10 +711,30 @@ macro_rules! scalar_or_map {
     };
 }
 
-scalar_or_map!(OptionDoc, Plain, Full, "an option label, or a mapping with `label`");
-scalar_or_map!(ItemDoc, Plain, Full, "an item text, or a mapping with `id` and `text`");
-scalar_or_map!(HandoffDoc, Queue, Full, "a queue name, or a mapping with `queue`, `reason`, `priority`");
-scalar_or_map!(WaitDoc, Duration, Full, "a duration such as `2d`, or a mapping with `for`, `until`, `at`");
+scalar_or_map!(
+    OptionDoc,
+    Plain,
+    Full,
+    "an option label, or a mapping with `label`"
+);
+scalar_or_map!(
+    ItemDoc,
+    Plain,
+    Full,
+    "an item text, or a mapping with `id` and `text`"
+);
+scalar_or_map!(
+    HandoffDoc,
+    Queue,
+    Full,
+    "a queue name, or a mapping with `queue`, `reason`, `priority`"
+);
+scalar_or_map!(
+    WaitDoc,
+    Duration,
+    Full,
+    "a duration such as `2d`, or a mapping with `for`, `until`, `at`"
+);
 
 impl<'de> Deserialize<'de> for DaysDoc {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

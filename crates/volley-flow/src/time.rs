@@ -48,8 +48,14 @@ pub fn parse_span(s: &str) -> Result<Span, String> {
 /// A duration made only of time units (no days), as milliseconds. For pacing delays.
 pub fn parse_millis(s: &str) -> Result<u64, String> {
     let span = parse_span(s)?;
-    if span.get_years() != 0 || span.get_months() != 0 || span.get_weeks() != 0 || span.get_days() != 0 {
-        return Err(format!("`{s}`: use hours, minutes, seconds or milliseconds here"));
+    if span.get_years() != 0
+        || span.get_months() != 0
+        || span.get_weeks() != 0
+        || span.get_days() != 0
+    {
+        return Err(format!(
+            "`{s}`: use hours, minutes, seconds or milliseconds here"
+        ));
     }
     let ms = span.total(Unit::Millisecond).map_err(|e| e.to_string())?;
     if ms < 0.0 {
@@ -93,13 +99,21 @@ pub fn parse_days(s: &str) -> Option<u8> {
 }
 
 /// The first instant strictly after `now` at local `time` on an allowed day, in `tz`.
-pub fn next_local_time(now: Timestamp, tz: &TimeZone, time: Time, days: u8) -> Result<Timestamp, String> {
+pub fn next_local_time(
+    now: Timestamp,
+    tz: &TimeZone,
+    time: Time,
+    days: u8,
+) -> Result<Timestamp, String> {
     let local_now: Zoned = now.to_zoned(tz.clone());
     let mut date = local_now.date();
     for _ in 0..15 {
         let dow = date.weekday().to_monday_zero_offset();
         if days & (1 << dow) != 0 {
-            let candidate = date.to_datetime(time).to_zoned(tz.clone()).map_err(|e| e.to_string())?;
+            let candidate = date
+                .to_datetime(time)
+                .to_zoned(tz.clone())
+                .map_err(|e| e.to_string())?;
             if candidate.timestamp() > now {
                 return Ok(candidate.timestamp());
             }
@@ -120,9 +134,14 @@ pub fn parse_instant(s: &str, tz: &TimeZone) -> Result<Timestamp, String> {
         return Ok(z.timestamp());
     }
     if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
-        return dt.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| e.to_string());
+        return dt
+            .to_zoned(tz.clone())
+            .map(|z| z.timestamp())
+            .map_err(|e| e.to_string());
     }
-    Err(format!("`{s}` is not a date-time (use RFC 3339, e.g. 2026-12-01T09:00:00Z)"))
+    Err(format!(
+        "`{s}` is not a date-time (use RFC 3339, e.g. 2026-12-01T09:00:00Z)"
+    ))
 }
 
 /// Parses `HH:MM` (24-hour).
@@ -142,7 +161,9 @@ pub fn parse_rel_date(s: &str) -> Result<crate::flow::RelDate, String> {
         }
         let span = parse_span(rest)?;
         if span.get_hours() != 0 || span.get_minutes() != 0 || span.get_seconds() != 0 {
-            return Err(format!("`{s}`: offsets of a date use days, weeks, months or years"));
+            return Err(format!(
+                "`{s}`: offsets of a date use days, weeks, months or years"
+            ));
         }
         return Ok(crate::flow::RelDate::Today(span));
     }

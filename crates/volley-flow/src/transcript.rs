@@ -102,8 +102,15 @@ impl Pattern {
 
 #[derive(Debug, Clone)]
 enum Assert {
-    Var { line: usize, name: String, pattern: VarPattern },
-    Progress { line: usize, percent: u32 },
+    Var {
+        line: usize,
+        name: String,
+        pattern: VarPattern,
+    },
+    Progress {
+        line: usize,
+        percent: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -145,10 +152,18 @@ impl CaseResult {
 /// Parses a transcript.
 pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let mut header = Header { flow: None, contact: Contact::default(), now: DEFAULT_NOW.parse().expect("valid"), seed: 1 };
+    let mut header = Header {
+        flow: None,
+        contact: Contact::default(),
+        now: DEFAULT_NOW.parse().expect("valid"),
+        seed: 1,
+    };
     let mut cases: Vec<Case> = Vec::new();
     let mut current: Option<Case> = None;
-    let err = |line: usize, message: String| SyntaxError { line: line + 1, message };
+    let err = |line: usize, message: String| SyntaxError {
+        line: line + 1,
+        message,
+    };
 
     for (i, raw) in lines.iter().enumerate() {
         let line = raw.trim_end();
@@ -176,18 +191,29 @@ pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
         // Header keys apply to the file (before the first case) or to the case.
         if let Some((key, value)) = split_key(trimmed)
             && matches!(key, "flow" | "contact" | "now" | "seed")
-            && current.as_ref().is_none_or(|c| c.turns.len() == 1 && c.turns[0].expected.is_empty())
+            && current
+                .as_ref()
+                .is_none_or(|c| c.turns.len() == 1 && c.turns[0].expected.is_empty())
         {
             let value = value.trim();
             let (flow, contact, now, seed) = match current.as_mut() {
                 Some(c) => (&mut c.flow, &mut c.contact, &mut c.now, &mut c.seed),
-                None => (&mut header.flow, &mut header.contact, &mut header.now, &mut header.seed),
+                None => (
+                    &mut header.flow,
+                    &mut header.contact,
+                    &mut header.now,
+                    &mut header.seed,
+                ),
             };
             match key {
                 "flow" => *flow = Some(value.to_string()),
                 "contact" => *contact = parse_contact(value).map_err(|m| err(i, m))?,
                 "now" => *now = value.parse().map_err(|e| err(i, format!("`now`: {e}")))?,
-                _ => *seed = value.parse().map_err(|_| err(i, "`seed` must be a number".into()))?,
+                _ => {
+                    *seed = value
+                        .parse()
+                        .map_err(|_| err(i, "`seed` must be a number".into()))?
+                }
             }
             continue;
         }
@@ -211,23 +237,33 @@ pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
         }
         if let Some(rest) = trimmed.strip_prefix("after:") {
             let span = crate::time::parse_span(rest.trim()).map_err(|m| err(i, m))?;
-            case.turns.push(Turn::new(Some((Command::After(span), i + 1)), i + 1));
+            case.turns
+                .push(Turn::new(Some((Command::After(span), i + 1)), i + 1));
             continue;
         }
         let turn = case.turns.last_mut().expect("a case has a turn");
         if let Some(rest) = trimmed.strip_prefix("var ") {
-            turn.asserts.push(parse_var_assert(rest, i + 1).map_err(|m| err(i, m))?);
+            turn.asserts
+                .push(parse_var_assert(rest, i + 1).map_err(|m| err(i, m))?);
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix("progress:") {
             let p = rest.trim().trim_end_matches('%').trim();
-            let percent = p.parse().map_err(|_| err(i, "`progress:` takes a percentage such as 40%".into()))?;
-            turn.asserts.push(Assert::Progress { line: i + 1, percent });
+            let percent = p
+                .parse()
+                .map_err(|_| err(i, "`progress:` takes a percentage such as 40%".into()))?;
+            turn.asserts.push(Assert::Progress {
+                line: i + 1,
+                percent,
+            });
             continue;
         }
         if let Some(cont) = trimmed.strip_prefix('|') {
             // Continuation of the previous expected line (multi-line messages).
-            let last = turn.expected.last_mut().ok_or_else(|| err(i, "`|` continues a `bot:` line".into()))?;
+            let last = turn
+                .expected
+                .last_mut()
+                .ok_or_else(|| err(i, "`|` continues a `bot:` line".into()))?;
             let add = cont.strip_prefix(' ').unwrap_or(cont);
             last.raw.push('\n');
             last.raw.push_str(add);
@@ -235,7 +271,8 @@ pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
                 Pattern::Exact(s) => Pattern::Exact(format!("{s}\n{add}")),
                 Pattern::Glob(s) => Pattern::Glob(format!("{s}\n{add}")),
                 Pattern::Regex(r) => Pattern::Regex(
-                    regex::Regex::new(&format!("{}\n{add}", r.as_str())).map_err(|e| err(i, e.to_string()))?,
+                    regex::Regex::new(&format!("{}\n{add}", r.as_str()))
+                        .map_err(|e| err(i, e.to_string()))?,
                 ),
             };
             turn.span.1 = i + 1;
@@ -246,13 +283,22 @@ pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
             turn.span.0 = i;
         }
         turn.span.1 = i + 1;
-        turn.expected.push(Expect { line: i + 1, kind, pattern, raw: trimmed.to_string() });
+        turn.expected.push(Expect {
+            line: i + 1,
+            kind,
+            pattern,
+            raw: trimmed.to_string(),
+        });
     }
     if let Some(mut c) = current.take() {
         c.end = lines.len();
         cases.push(c);
     }
-    Ok(Transcript { flow: header.flow, cases, lines })
+    Ok(Transcript {
+        flow: header.flow,
+        cases,
+        lines,
+    })
 }
 
 struct Header {
@@ -264,13 +310,18 @@ struct Header {
 
 impl Turn {
     fn new(input: Option<(Command, usize)>, at: usize) -> Self {
-        Turn { input, expected: Vec::new(), span: (at, at), asserts: Vec::new() }
+        Turn {
+            input,
+            expected: Vec::new(),
+            span: (at, at),
+            asserts: Vec::new(),
+        }
     }
 }
 
 const EXPECT_KINDS: &[&str] = &[
-    "bot", "invalid", "image", "video", "links", "buttons", "items", "handoff", "wait", "http", "webhook",
-    "goal", "split", "end", "error", "rejected",
+    "bot", "invalid", "image", "video", "links", "buttons", "items", "handoff", "wait", "http",
+    "webhook", "goal", "split", "end", "error", "rejected",
 ];
 
 fn split_key(line: &str) -> Option<(&str, &str)> {
@@ -279,18 +330,25 @@ fn split_key(line: &str) -> Option<(&str, &str)> {
 }
 
 fn parse_expect(line: &str) -> Result<(String, Pattern), String> {
-    let pos = line
-        .find([':', '*', '~'])
-        .ok_or_else(|| format!("cannot read `{line}`: expected `bot: …`, `> answer` or another line kind"))?;
+    let pos = line.find([':', '*', '~']).ok_or_else(|| {
+        format!("cannot read `{line}`: expected `bot: …`, `> answer` or another line kind")
+    })?;
     let kind = &line[..pos];
     if !EXPECT_KINDS.contains(&kind) {
-        let help = crate::diag::did_you_mean(kind, EXPECT_KINDS.iter().copied()).unwrap_or_default();
-        return Err(format!("unknown line kind `{kind}` {help}").trim().to_string());
+        let help =
+            crate::diag::did_you_mean(kind, EXPECT_KINDS.iter().copied()).unwrap_or_default();
+        return Err(format!("unknown line kind `{kind}` {help}")
+            .trim()
+            .to_string());
     }
-    let body = line[pos + 1..].strip_prefix(' ').unwrap_or(&line[pos + 1..]);
+    let body = line[pos + 1..]
+        .strip_prefix(' ')
+        .unwrap_or(&line[pos + 1..]);
     let pattern = match line.as_bytes()[pos] {
         b'*' => Pattern::Glob(body.to_string()),
-        b'~' => Pattern::Regex(regex::Regex::new(&format!("^(?:{body})$")).map_err(|e| e.to_string())?),
+        b'~' => {
+            Pattern::Regex(regex::Regex::new(&format!("^(?:{body})$")).map_err(|e| e.to_string())?)
+        }
         _ => Pattern::Exact(body.to_string()),
     };
     Ok((kind.to_string(), pattern))
@@ -298,7 +356,9 @@ fn parse_expect(line: &str) -> Result<(String, Pattern), String> {
 
 fn parse_command(s: &str) -> Result<Command, String> {
     if let Some(rest) = s.strip_prefix('/') {
-        let (cmd, arg) = rest.split_once(' ').map_or((rest, ""), |(c, a)| (c, a.trim()));
+        let (cmd, arg) = rest
+            .split_once(' ')
+            .map_or((rest, ""), |(c, a)| (c, a.trim()));
         return Ok(match cmd {
             "back" => Command::Back,
             "skip" => Command::Skip,
@@ -308,11 +368,18 @@ fn parse_command(s: &str) -> Result<Command, String> {
             "jump" if !arg.is_empty() => Command::Jump(arg.to_string()),
             "http" => {
                 let (status, body) = arg.split_once(' ').unwrap_or((arg, "null"));
-                let status = status.parse().map_err(|_| "`/http` takes a status and JSON: /http 200 {\"ok\":true}".to_string())?;
-                let body = serde_json::from_str(body).map_err(|e| format!("`/http` body is not JSON: {e}"))?;
+                let status = status.parse().map_err(|_| {
+                    "`/http` takes a status and JSON: /http 200 {\"ok\":true}".to_string()
+                })?;
+                let body = serde_json::from_str(body)
+                    .map_err(|e| format!("`/http` body is not JSON: {e}"))?;
                 Command::Http(status, body)
             }
-            "http-fail" => Command::HttpFail(if arg.is_empty() { "failed".into() } else { arg.into() }),
+            "http-fail" => Command::HttpFail(if arg.is_empty() {
+                "failed".into()
+            } else {
+                arg.into()
+            }),
             _ => Command::Text(s.to_string()),
         });
     }
@@ -320,7 +387,10 @@ fn parse_command(s: &str) -> Result<Command, String> {
         return Ok(Command::Text(rest.to_string()));
     }
     if s.starts_with('[') && s.ends_with(']') {
-        let labels: Vec<String> = s[1..s.len() - 1].split("] [").map(|l| l.trim().to_string()).collect();
+        let labels: Vec<String> = s[1..s.len() - 1]
+            .split("] [")
+            .map(|l| l.trim().to_string())
+            .collect();
         if labels == ["*"] {
             return Ok(Command::TickAll);
         }
@@ -339,14 +409,21 @@ fn parse_var_assert(rest: &str, line: usize) -> Result<Assert, String> {
         if v == "absent" {
             VarPattern::Absent
         } else {
-            VarPattern::Json(serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string())))
+            VarPattern::Json(
+                serde_json::from_str(v)
+                    .unwrap_or_else(|_| serde_json::Value::String(v.to_string())),
+            )
         }
     } else if let Some(g) = op.strip_prefix('*') {
         VarPattern::Glob(g.trim().to_string())
     } else {
         return Err("write `var name = value` (JSON or text) or `var name * glob`".into());
     };
-    Ok(Assert::Var { line, name, pattern })
+    Ok(Assert::Var {
+        line,
+        name,
+        pattern,
+    })
 }
 
 /// Parses `name=Ana, email=…, plan=pro` (or JSON) into a contact.
@@ -356,7 +433,9 @@ pub fn parse_contact(s: &str) -> Result<Contact, String> {
     }
     let mut c = Contact::default();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("`contact`: expected key=value, got `{part}`"))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`contact`: expected key=value, got `{part}`"))?;
         let v = v.trim().to_string();
         match k.trim() {
             "id" => c.id = v,
@@ -410,7 +489,11 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
     for e in effects {
         match e {
             Effect::Message(m) => {
-                let kind = if m.kind == MessageKind::Invalid { "invalid" } else { "bot" };
+                let kind = if m.kind == MessageKind::Invalid {
+                    "invalid"
+                } else {
+                    "bot"
+                };
                 if let Some(t) = &m.text {
                     out.push(format!("{kind}: {}", t.replace('\n', "\n  | ")));
                 }
@@ -421,7 +504,11 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
                     out.push(format!("video: {v}"));
                 }
                 if !m.links.is_empty() {
-                    let l: Vec<String> = m.links.iter().map(|l| format!("{} <{}>", l.label, l.url)).collect();
+                    let l: Vec<String> = m
+                        .links
+                        .iter()
+                        .map(|l| format!("{} <{}>", l.label, l.url))
+                        .collect();
                     out.push(format!("links: {}", l.join(" | ")));
                 }
             }
@@ -449,8 +536,12 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
                 };
                 out.push(format!("wait: {shown}"));
             }
-            Effect::Http { request, .. } => out.push(format!("http: {} {}", request.method, request.url)),
-            Effect::Webhook { request, .. } => out.push(format!("webhook: {} {}", request.method, request.url)),
+            Effect::Http { request, .. } => {
+                out.push(format!("http: {} {}", request.method, request.url))
+            }
+            Effect::Webhook { request, .. } => {
+                out.push(format!("webhook: {} {}", request.method, request.url))
+            }
             Effect::Goal { name, value } => out.push(match value {
                 Some(v) => format!("goal: {name} = {}", fmt_f64(*v)),
                 None => format!("goal: {name}"),
@@ -466,24 +557,43 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
 }
 
 fn fmt_f64(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v}") }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
 }
 
 /// Runs every case against the flow `resolve` returns for it.
-pub fn run<'f>(t: &Transcript, resolve: impl Fn(&Case) -> Result<&'f Flow, String>) -> Vec<CaseResult> {
+pub fn run<'f>(
+    t: &Transcript,
+    resolve: impl Fn(&Case) -> Result<&'f Flow, String>,
+) -> Vec<CaseResult> {
     t.cases.iter().map(|c| run_case(c, &resolve)).collect()
 }
 
 fn run_case<'f>(case: &Case, resolve: &impl Fn(&Case) -> Result<&'f Flow, String>) -> CaseResult {
-    let mut result = CaseResult { name: case.name.clone(), line: case.line, failures: Vec::new(), actual: Vec::new() };
+    let mut result = CaseResult {
+        name: case.name.clone(),
+        line: case.line,
+        failures: Vec::new(),
+        actual: Vec::new(),
+    };
     let flow = match resolve(case) {
         Ok(f) => f,
         Err(e) => {
-            result.failures.push(Failure { line: case.line, message: e });
+            result.failures.push(Failure {
+                line: case.line,
+                message: e,
+            });
             return result;
         }
     };
-    let tz = case.contact.timezone.clone().or_else(|| flow.timezone.clone());
+    let tz = case
+        .contact
+        .timezone
+        .clone()
+        .or_else(|| flow.timezone.clone());
     let mut now = case.now;
     let first = flow.start(case.contact.clone(), now, case.seed);
     let mut state = first.state;
@@ -491,7 +601,10 @@ fn run_case<'f>(case: &Case, resolve: &impl Fn(&Case) -> Result<&'f Flow, String
     let mut last_ask: Option<Question> = last_question(&effects, None);
     for (k, turn) in case.turns.iter().enumerate() {
         if k > 0 {
-            let (cmd, line) = turn.input.as_ref().expect("turns after the first have input");
+            let (cmd, line) = turn
+                .input
+                .as_ref()
+                .expect("turns after the first have input");
             let input = match to_input(cmd, last_ask.as_ref(), &state, flow, &mut now) {
                 Ok(Some(i)) => i,
                 Ok(None) => {
@@ -501,7 +614,10 @@ fn run_case<'f>(case: &Case, resolve: &impl Fn(&Case) -> Result<&'f Flow, String
                     continue;
                 }
                 Err(e) => {
-                    result.failures.push(Failure { line: *line, message: e });
+                    result.failures.push(Failure {
+                        line: *line,
+                        message: e,
+                    });
                     return result;
                 }
             };
@@ -511,7 +627,10 @@ fn run_case<'f>(case: &Case, resolve: &impl Fn(&Case) -> Result<&'f Flow, String
                     effects = t.effects;
                 }
                 Err(e) => {
-                    result.failures.push(Failure { line: *line, message: e.to_string() });
+                    result.failures.push(Failure {
+                        line: *line,
+                        message: e.to_string(),
+                    });
                     return result;
                 }
             }
@@ -532,7 +651,10 @@ fn last_question(effects: &[Effect], previous: Option<Question>) -> Option<Quest
     for e in effects {
         match e {
             Effect::Ask(a) => q = Some(a.clone()),
-            Effect::Wait { .. } | Effect::Handoff { .. } | Effect::End { .. } | Effect::Http { .. } => q = None,
+            Effect::Wait { .. }
+            | Effect::Handoff { .. }
+            | Effect::End { .. }
+            | Effect::Http { .. } => q = None,
             _ => {}
         }
     }
@@ -550,26 +672,41 @@ fn to_input(
         Command::Text(t) => Input::Text { text: t.clone() },
         Command::Click(labels) => {
             let q = ask.ok_or("`[…]` clicks a button, but no question is open")?;
-            let pool = if q.items.is_empty() { &q.options } else { &q.items };
+            let pool = if q.items.is_empty() {
+                &q.options
+            } else {
+                &q.items
+            };
             let mut values = Vec::new();
             for l in labels {
-                let opt = pool
-                    .iter()
-                    .find(|o| &o.label == l)
-                    .ok_or_else(|| format!("no button labelled `{l}` (buttons: {})", pool.iter().map(|o| o.label.as_str()).collect::<Vec<_>>().join(" | ")))?;
+                let opt = pool.iter().find(|o| &o.label == l).ok_or_else(|| {
+                    format!(
+                        "no button labelled `{l}` (buttons: {})",
+                        pool.iter()
+                            .map(|o| o.label.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    )
+                })?;
                 values.push(opt.value.clone());
             }
             Input::Choice { values }
         }
         Command::TickAll => {
             let q = ask.ok_or("`[*]` ticks a checklist, but no question is open")?;
-            Input::Choice { values: q.items.iter().map(|i| i.value.clone()).collect() }
+            Input::Choice {
+                values: q.items.iter().map(|i| i.value.clone()).collect(),
+            }
         }
         Command::Back => Input::Back,
         Command::Skip => Input::Skip,
         Command::Resume => Input::Resume,
         Command::Timeout => {
-            if let crate::engine::Awaiting::Answer { timeout_at: Some(t), .. } = state.awaiting(flow) {
+            if let crate::engine::Awaiting::Answer {
+                timeout_at: Some(t),
+                ..
+            } = state.awaiting(flow)
+            {
                 *now = (*now).max(t);
             }
             Input::Timeout
@@ -581,11 +718,21 @@ fn to_input(
             *now = (*now).max(until);
             Input::Resume
         }
-        Command::Jump(step) => Input::Jump { step: step.clone(), vars: BTreeMap::new() },
-        Command::Http(status, body) => Input::HttpResponse { status: *status, body: body.clone() },
+        Command::Jump(step) => Input::Jump {
+            step: step.clone(),
+            vars: BTreeMap::new(),
+        },
+        Command::Http(status, body) => Input::HttpResponse {
+            status: *status,
+            body: body.clone(),
+        },
         Command::HttpFail(e) => Input::HttpFailed { error: e.clone() },
         Command::After(span) => {
-            *now = now.to_zoned(jiff::tz::TimeZone::UTC).checked_add(*span).map_err(|e| e.to_string())?.timestamp();
+            *now = now
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .checked_add(*span)
+                .map_err(|e| e.to_string())?
+                .timestamp();
             return Ok(None);
         }
     }))
@@ -600,17 +747,32 @@ fn check_turn(turn: &Turn, actual: &[String], result: &mut CaseResult) {
                 if e.kind != kind || !e.pattern.matches(&body) {
                     result.failures.push(Failure {
                         line: e.line,
-                        message: format!("expected `{}`, got `{}`", e.raw.replace('\n', "⏎"), a.replace("\n  | ", "⏎")),
+                        message: format!(
+                            "expected `{}`, got `{}`",
+                            e.raw.replace('\n', "⏎"),
+                            a.replace("\n  | ", "⏎")
+                        ),
                     });
                 }
             }
             (Some(e), None) => result.failures.push(Failure {
                 line: e.line,
-                message: format!("expected `{}`, but the bot said nothing more", e.raw.replace('\n', "⏎")),
+                message: format!(
+                    "expected `{}`, but the bot said nothing more",
+                    e.raw.replace('\n', "⏎")
+                ),
             }),
             (None, Some(a)) => {
-                let line = turn.expected.last().map(|e| e.line).or(turn.input.as_ref().map(|i| i.1)).unwrap_or(turn.span.0);
-                result.failures.push(Failure { line, message: format!("unexpected `{}`", a.replace("\n  | ", "⏎")) });
+                let line = turn
+                    .expected
+                    .last()
+                    .map(|e| e.line)
+                    .or(turn.input.as_ref().map(|i| i.1))
+                    .unwrap_or(turn.span.0);
+                result.failures.push(Failure {
+                    line,
+                    message: format!("unexpected `{}`", a.replace("\n  | ", "⏎")),
+                });
             }
             (None, None) => {}
         }
@@ -622,9 +784,18 @@ fn split_actual(a: &str) -> (String, String) {
     (k.to_string(), v.replace("\n  | ", "\n"))
 }
 
-fn check_assert(a: &Assert, state: &crate::engine::State, ask: Option<&Question>, result: &mut CaseResult) {
+fn check_assert(
+    a: &Assert,
+    state: &crate::engine::State,
+    ask: Option<&Question>,
+    result: &mut CaseResult,
+) {
     match a {
-        Assert::Var { line, name, pattern } => {
+        Assert::Var {
+            line,
+            name,
+            pattern,
+        } => {
             let actual = state.var(name).filter(|v| !v.is_null());
             let ok = match (pattern, &actual) {
                 (VarPattern::Absent, None) => true,
@@ -640,14 +811,20 @@ fn check_assert(a: &Assert, state: &crate::engine::State, ask: Option<&Question>
                     VarPattern::Glob(g) => format!("* {g}"),
                     VarPattern::Absent => "= absent".into(),
                 };
-                result.failures.push(Failure { line: *line, message: format!("expected `var {name} {want}`, got {got}") });
+                result.failures.push(Failure {
+                    line: *line,
+                    message: format!("expected `var {name} {want}`, got {got}"),
+                });
             }
         }
         Assert::Progress { line, percent } => {
             let got = ask.map(|q| (q.progress * 100.0).round() as u32);
             if got != Some(*percent) {
                 let got = got.map_or("no open question".to_string(), |p| format!("{p}%"));
-                result.failures.push(Failure { line: *line, message: format!("expected progress {percent}%, got {got}") });
+                result.failures.push(Failure {
+                    line: *line,
+                    message: format!("expected progress {percent}%, got {got}"),
+                });
             }
         }
     }
@@ -671,7 +848,9 @@ pub fn update(t: &Transcript, results: &[CaseResult]) -> String {
             for (i, a) in actual.iter().enumerate() {
                 let (kind, body) = split_actual(a);
                 match turn.expected.get(i) {
-                    Some(e) if e.kind == kind && e.pattern.matches(&body) => lines.push(e.raw.replace('\n', "\n  | ")),
+                    Some(e) if e.kind == kind && e.pattern.matches(&body) => {
+                        lines.push(e.raw.replace('\n', "\n  | "))
+                    }
                     _ => lines.push(a.clone()),
                 }
             }
@@ -772,7 +951,9 @@ mod tests {
         assert_eq!(t.cases[0].turns.len(), 2);
         assert_eq!(t.cases[0].contact.name.as_deref(), Some("Ana"));
         assert_eq!(t.cases[1].seed, 9);
-        assert!(matches!(&t.cases[1].turns[1].input, Some((Command::Click(l), _)) if l == &["Yes", "No"]));
+        assert!(
+            matches!(&t.cases[1].turns[1].input, Some((Command::Click(l), _)) if l == &["Yes", "No"])
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rustyline::error::ReadlineError;
 use volley_flow::transcript::Recorder;
-use volley_flow::{markdown, Awaiting, Contact, Effect, Flow, Input, MessageKind, Question, QuestionType};
+use volley_flow::{
+    Awaiting, Contact, Effect, Flow, Input, MessageKind, Question, QuestionType, markdown,
+};
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
@@ -42,7 +44,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         Some(n) => format!("{n} ({})", flow.assistant.label),
         None => flow.assistant.label.clone(),
     };
-    let mut session = Session { flow: &flow, who, fast: args.fast, offset: jiff::SignedDuration::ZERO };
+    let mut session = Session {
+        flow: &flow,
+        who,
+        fast: args.fast,
+        offset: jiff::SignedDuration::ZERO,
+    };
     let first = flow.start(contact.clone(), session.now(), args.seed);
     recorder.effects(&first.effects, tz.as_deref());
     let mut state = first.state;
@@ -81,7 +88,11 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             "/skip" => Input::Skip,
             "/resume" => Input::Resume,
             "/timeout" => {
-                if let Awaiting::Answer { timeout_at: Some(t), .. } = state.awaiting(&flow) {
+                if let Awaiting::Answer {
+                    timeout_at: Some(t),
+                    ..
+                } = state.awaiting(&flow)
+                {
                     session.skip_to(t);
                 }
                 Input::Timeout
@@ -100,7 +111,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
             l if l.starts_with("/http ") => {
                 let rest = &l[6..];
                 let (status, body) = rest.split_once(' ').unwrap_or((rest, "null"));
-                Input::HttpResponse { status: status.parse()?, body: serde_json::from_str(body)? }
+                Input::HttpResponse {
+                    status: status.parse()?,
+                    body: serde_json::from_str(body)?,
+                }
             }
             _ => to_answer(&line, question.as_ref()),
         };
@@ -131,7 +145,9 @@ struct Session<'f> {
 
 impl Session<'_> {
     fn now(&self) -> Timestamp {
-        Timestamp::now().checked_add(self.offset).unwrap_or(Timestamp::MAX)
+        Timestamp::now()
+            .checked_add(self.offset)
+            .unwrap_or(Timestamp::MAX)
     }
 
     fn skip_to(&mut self, t: Timestamp) {
@@ -158,12 +174,21 @@ impl Session<'_> {
                             print!("\r\x1b[K");
                         }
                     }
-                    let prefix = if m.kind == MessageKind::Invalid { "⚠" } else { "🤖" };
+                    let prefix = if m.kind == MessageKind::Invalid {
+                        "⚠"
+                    } else {
+                        "🤖"
+                    };
                     if let Some(t) = &m.text {
                         println!("{prefix} {}", markdown::to_plain(t).replace('\n', "\n   "));
                     }
                     for media in [&m.image, &m.video].into_iter().flatten() {
-                        println!("   [{}]", m.alt.as_deref().map_or(media.clone(), |a| format!("{a}: {media}")));
+                        println!(
+                            "   [{}]",
+                            m.alt
+                                .as_deref()
+                                .map_or(media.clone(), |a| format!("{a}: {media}"))
+                        );
                     }
                     for l in &m.links {
                         println!("   ↗ {} <{}>", l.label, l.url);
@@ -174,12 +199,28 @@ impl Session<'_> {
                     open = Some(q.clone());
                 }
                 Effect::Handoff { queue, .. } => {
-                    println!("   (handed to a person{} — /resume to hand back)", queue.as_ref().map(|q| format!(" in `{q}`")).unwrap_or_default())
+                    println!(
+                        "   (handed to a person{} — /resume to hand back)",
+                        queue
+                            .as_ref()
+                            .map(|q| format!(" in `{q}`"))
+                            .unwrap_or_default()
+                    )
                 }
-                Effect::Wait { until, .. } => println!("   (paused until {until} — /wait to skip ahead)"),
-                Effect::Http { request, .. } => println!("   (HTTP {} {} — answer with /http 200 {{…}})", request.method, request.url),
-                Effect::Webhook { request, .. } => println!("   (webhook {} {})", request.method, request.url),
-                Effect::Goal { name, value } => println!("   (goal `{name}`{})", value.map(|v| format!(" = {v}")).unwrap_or_default()),
+                Effect::Wait { until, .. } => {
+                    println!("   (paused until {until} — /wait to skip ahead)")
+                }
+                Effect::Http { request, .. } => println!(
+                    "   (HTTP {} {} — answer with /http 200 {{…}})",
+                    request.method, request.url
+                ),
+                Effect::Webhook { request, .. } => {
+                    println!("   (webhook {} {})", request.method, request.url)
+                }
+                Effect::Goal { name, value } => println!(
+                    "   (goal `{name}`{})",
+                    value.map(|v| format!(" = {v}")).unwrap_or_default()
+                ),
                 Effect::End { outcome } => println!("   (end: {outcome})"),
                 Effect::Rejected { message, .. } => println!("   ({message})"),
                 Effect::Error { message, .. } => println!("   (flow error: {message})"),
@@ -194,7 +235,12 @@ fn print_question(q: &Question) {
     let mut hints = Vec::new();
     match q.input {
         QuestionType::Choice | QuestionType::Multiple => {
-            let opts: Vec<String> = q.options.iter().enumerate().map(|(i, o)| format!("[{}] {}", i + 1, o.label)).collect();
+            let opts: Vec<String> = q
+                .options
+                .iter()
+                .enumerate()
+                .map(|(i, o)| format!("[{}] {}", i + 1, o.label))
+                .collect();
             println!("   {}", opts.join("   "));
             if q.input == QuestionType::Multiple {
                 hints.push("pick several: 1, 3".to_string());
@@ -204,7 +250,13 @@ fn print_question(q: &Question) {
             for (i, it) in q.items.iter().enumerate() {
                 println!("   [{}] {}", i + 1, markdown::to_plain(&it.label));
             }
-            hints.push(format!("tick all: {}", (1..=q.items.len()).map(|i| i.to_string()).collect::<Vec<_>>().join(",")));
+            hints.push(format!(
+                "tick all: {}",
+                (1..=q.items.len())
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
         }
         QuestionType::Rating => hints.push(format!("1–{}", q.scale.unwrap_or(5))),
         QuestionType::Nps => hints.push("0–10".into()),
@@ -220,18 +272,30 @@ fn print_question(q: &Question) {
         hints.push("/skip".into());
     }
     let progress = format!("{}%", (q.progress * 100.0).round());
-    println!("   ({progress}{}{})", if hints.is_empty() { "" } else { " · " }, hints.join(" · "));
+    println!(
+        "   ({progress}{}{})",
+        if hints.is_empty() { "" } else { " · " },
+        hints.join(" · ")
+    );
 }
 
 /// Typed text becomes a text answer; `[Label]` clicks a button by its label.
 fn to_answer(line: &str, q: Option<&Question>) -> Input {
     if let (Some(q), Some(label)) = (q, line.strip_prefix('[').and_then(|l| l.strip_suffix(']'))) {
-        let pool = if q.items.is_empty() { &q.options } else { &q.items };
+        let pool = if q.items.is_empty() {
+            &q.options
+        } else {
+            &q.items
+        };
         if let Some(o) = pool.iter().find(|o| o.label == label) {
-            return Input::Choice { values: vec![o.value.clone()] };
+            return Input::Choice {
+                values: vec![o.value.clone()],
+            };
         }
     }
-    Input::Text { text: line.to_string() }
+    Input::Text {
+        text: line.to_string(),
+    }
 }
 
 fn parse_contact(s: &str) -> anyhow::Result<Contact> {

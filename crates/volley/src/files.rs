@@ -46,7 +46,11 @@ fn walk(dir: &Path, keep: fn(&Path) -> bool, out: &mut Vec<PathBuf>) -> anyhow::
 }
 
 pub fn show_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Colors on a terminal, unless NO_COLOR is set.
@@ -57,7 +61,8 @@ pub fn use_color() -> bool {
 
 /// Loads one flow, printing its diagnostics; fails when it has errors.
 pub fn load_flow(path: &Path) -> anyhow::Result<Flow> {
-    let src = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let src =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let checked = volley_flow::compile(&src);
     let name = path.display().to_string();
     for d in &checked.diagnostics {

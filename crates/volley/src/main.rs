@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "volley", version, about = "Interactive, quasi-real-time conversations")]
+#[command(
+    name = "volley",
+    version,
+    about = "Interactive, quasi-real-time conversations"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ fn main() -> ExitCode {
             test_cmd::run(&paths, update)
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&volley_flow::schema()).expect("schema is JSON"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&volley_flow::schema()).expect("schema is JSON")
+            );
             Ok(ExitCode::SUCCESS)
         }
     };
@@ -68,7 +75,10 @@ fn main() -> ExitCode {
 fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let files = files::find(paths, files::is_flow_file)?;
     if files.is_empty() {
-        anyhow::bail!("no flow files (*.yaml, *.yml) found in {}", files::show_paths(paths));
+        anyhow::bail!(
+            "no flow files (*.yaml, *.yml) found in {}",
+            files::show_paths(paths)
+        );
     }
     let color = files::use_color();
     let (mut errors, mut warnings) = (0, 0);
@@ -91,7 +101,11 @@ fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         if let Some(flow) = &checked.flow
             && let Some(other) = ids.insert(flow.id.clone(), path.clone())
         {
-            eprintln!("{name}: error[duplicate-flow]: flow id `{}` is also used by {}", flow.id, other.display());
+            eprintln!(
+                "{name}: error[duplicate-flow]: flow id `{}` is also used by {}",
+                flow.id,
+                other.display()
+            );
             errors += 1;
         }
     }
@@ -102,5 +116,9 @@ fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         plural(errors, "error"),
         plural(warnings, "warning")
     );
-    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -1,0 +1,7 @@
+//! Integration tests of the flow engine: transcripts, check fixtures, API and properties.
+
+mod api;
+mod check;
+mod props;
+mod support;
+mod transcripts;
