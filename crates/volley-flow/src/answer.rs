@@ -27,6 +27,7 @@ pub enum Invalid {
     DateAfter(Date),
     RangeOrder,
     NoMatch,
+    NoMatchMultiple,
     TooFewPicks(u32),
     TooManyPicks(u32),
     Rating(u32, u32),
@@ -54,7 +55,7 @@ impl Invalid {
             Invalid::DateBefore(_) => "date_before_min",
             Invalid::DateAfter(_) => "date_after_max",
             Invalid::RangeOrder => "range_order",
-            Invalid::NoMatch => "no_match",
+            Invalid::NoMatch | Invalid::NoMatchMultiple => "no_match",
             Invalid::TooFewPicks(_) => "too_few_picks",
             Invalid::TooManyPicks(_) => "too_many_picks",
             Invalid::Rating(..) => "rating",
@@ -86,6 +87,7 @@ impl Invalid {
             Invalid::DateAfter(d) => format!("Please choose a date on or before {d}."),
             Invalid::RangeOrder => "The end date must be on or after the start date.".into(),
             Invalid::NoMatch => "Please choose one of the options.".into(),
+            Invalid::NoMatchMultiple => "Please choose one or more of the options.".into(),
             Invalid::TooFewPicks(n) => format!("Please choose at least {n}."),
             Invalid::TooManyPicks(n) => format!("Please choose at most {n}."),
             Invalid::Rating(lo, hi) => format!("Please answer with a number from {lo} to {hi}."),
@@ -436,8 +438,22 @@ pub fn parse_date(input: &str, today: Date, month_first: bool) -> Option<Date> {
         )
         .ok();
     }
-    // Month names: "31 december 2026", "december 31 2026".
-    let words: Vec<&str> = s.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    // Month names: "31 december 2026", "december 31 2026"; without a year, the next
+    // occurrence from today ("15 june").
+    let mut words: Vec<&str> = s.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let this_year = today.year().to_string();
+    let next_year = (today.year() + 1).to_string();
+    if words.len() == 2 {
+        words.push(&this_year);
+        if let Some(d) = parse_date(&words.join(" "), today, month_first) {
+            if d >= today {
+                return Some(d);
+            }
+            words[2] = &next_year;
+            return parse_date(&words.join(" "), today, month_first);
+        }
+        return None;
+    }
     if words.len() == 3 {
         let month = |w: &str| {
             MONTHS
@@ -479,13 +495,14 @@ pub fn split_range(input: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Reads yes or no in common forms and a few languages.
+/// Reads yes or no in common forms and a few languages: "yes please", "nope, it's
+/// tiny" and "no thanks" work (the first word decides when the whole text does not).
 pub fn parse_yes_no(input: &str) -> Option<bool> {
-    let s = normalize(input);
     const YES: &[&str] = &[
         "yes",
         "y",
         "yeah",
+        "yea",
         "yep",
         "yup",
         "sure",
@@ -494,8 +511,10 @@ pub fn parse_yes_no(input: &str) -> Option<bool> {
         "of course",
         "absolutely",
         "definitely",
+        "certainly",
         "true",
         "correct",
+        "right",
         "si",
         "ja",
         "oui",
@@ -518,10 +537,25 @@ pub fn parse_yes_no(input: &str) -> Option<bool> {
         "nao",
         "👎",
     ];
-    if YES.contains(&s.as_str()) {
-        Some(true)
-    } else if NO.contains(&s.as_str()) {
-        Some(false)
+    let s = normalize(input);
+    let decide = |t: &str| {
+        if YES.contains(&t) {
+            Some(true)
+        } else if NO.contains(&t) {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    if let Some(b) = decide(&s) {
+        return Some(b);
+    }
+    // "yes please", "nope, it's tiny", "no way": the first word, when it is a clear one.
+    let first = s
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '!' || c == '.')
+        .next()?;
+    if first.chars().count() >= 2 {
+        decide(first)
     } else {
         None
     }
@@ -548,6 +582,8 @@ pub struct Candidate {
     pub value: String,
     pub label: String,
     pub synonyms: Vec<String>,
+    /// What is saved when this option is picked, when not the text `value`.
+    pub typed: Option<serde_json::Value>,
 }
 
 /// Matches typed text to one option: exact label/value/synonym (normalised), then a
@@ -563,10 +599,8 @@ pub fn match_choice(input: &str, options: &[Candidate]) -> Option<usize> {
     if let Some(i) = options.iter().position(exact) {
         return Some(i);
     }
-    if let Ok(k) = n.parse::<usize>()
-        && (1..=options.len()).contains(&k)
-    {
-        return Some(k - 1);
+    if let Some(k) = ordinal(&n, options.len()) {
+        return Some(k);
     }
     let words = format!(" {} ", n.replace(|c: char| c.is_ascii_punctuation(), " "));
     let contains = |needle: &str| !needle.is_empty() && words.contains(&format!(" {needle} "));
@@ -604,6 +638,34 @@ pub fn match_choice(input: &str, options: &[Candidate]) -> Option<usize> {
     None
 }
 
+/// `2`, `2nd`, `second`, `the second one`, `option 2`, `last` → a 0-based index.
+fn ordinal(n: &str, len: usize) -> Option<usize> {
+    const WORDS: [&str; 10] = [
+        "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+        "tenth",
+    ];
+    let core = n
+        .trim_start_matches("the ")
+        .trim_start_matches("option ")
+        .trim_start_matches("number ")
+        .trim_end_matches(" one")
+        .trim_end_matches(" option")
+        .trim();
+    let k = if core == "last" {
+        len
+    } else if let Some(i) = WORDS.iter().position(|w| *w == core) {
+        i + 1
+    } else {
+        let digits = core.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let suffix = &core[digits.len()..];
+        if !(suffix.is_empty() || ["st", "nd", "rd", "th"].contains(&suffix)) {
+            return None;
+        }
+        digits.parse().ok()?
+    };
+    (1..=len).contains(&k).then(|| k - 1)
+}
+
 /// Matches typed text to several options: split on commas, `;`, ` and `, `&`.
 pub fn match_choices(input: &str, options: &[Candidate]) -> Option<Vec<usize>> {
     let lowered = input.to_lowercase();
@@ -638,6 +700,7 @@ mod tests {
                 value: l.to_lowercase(),
                 label: l.to_string(),
                 synonyms: Vec::new(),
+                typed: None,
             })
             .collect()
     }
@@ -707,6 +770,8 @@ mod tests {
         assert_eq!(d("2026-02-30", false), None);
         assert_eq!(d("2028-02-29", false), Date::new(2028, 2, 29).ok());
         assert_eq!(d("soon", false), None);
+        assert_eq!(d("15 June", false), Date::new(2027, 6, 15).ok());
+        assert_eq!(d("December 24", false), Date::new(2026, 12, 24).ok());
     }
 
     #[test]
@@ -715,6 +780,10 @@ mod tests {
         assert_eq!(match_choice("blue", &opts), Some(1));
         assert_eq!(match_choice("CREME BRULEE!", &opts), Some(2));
         assert_eq!(match_choice("2", &opts), Some(1));
+        assert_eq!(match_choice("the second one", &opts), Some(1));
+        assert_eq!(match_choice("2nd", &opts), Some(1));
+        assert_eq!(match_choice("last", &opts), Some(2));
+        assert_eq!(match_choice("4th", &opts), None);
         assert_eq!(match_choice("I'd say red", &opts), Some(0));
         assert_eq!(match_choice("red or blue", &opts), None);
         assert_eq!(match_choice("green", &opts), None);
@@ -731,6 +800,10 @@ mod tests {
         assert_eq!(parse_yes_no("Yeah!"), Some(true));
         assert_eq!(parse_yes_no("nope"), Some(false));
         assert_eq!(parse_yes_no("maybe"), None);
+        assert_eq!(parse_yes_no("yes please"), Some(true));
+        assert_eq!(parse_yes_no("Nope, it's tiny"), Some(false));
+        assert_eq!(parse_yes_no("not sure"), None);
+        assert_eq!(parse_yes_no("n/a"), None);
         assert_eq!(parse_rating("★★★★"), Some(4));
         assert_eq!(parse_rating("4/5"), Some(4));
         assert_eq!(parse_rating("3 stars"), Some(3));

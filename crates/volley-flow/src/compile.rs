@@ -175,7 +175,7 @@ fn unknown_field_help(msg: &str) -> Option<String> {
 }
 
 /// The type a variable is known to hold, for mismatch checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum VarType {
     Text,
     Number,
@@ -591,6 +591,9 @@ impl<'a> Lowerer<'a> {
             queue: h.queue,
         });
 
+        if let Some(h) = &human {
+            self.check_keywords(h, &doc.steps);
+        }
         let code_builder = std::mem::take(&mut self.code);
         let (code, report) = code_builder.build();
         for (id, e) in &report.template_errors {
@@ -629,6 +632,31 @@ impl<'a> Lowerer<'a> {
             code,
         };
         Some(flow)
+    }
+
+    /// Warns when typing an option's words would hand off instead of choosing it.
+    fn check_keywords(&mut self, h: &Human, steps: &[StepDoc]) {
+        for st in steps {
+            for opt in st.options.iter().flatten() {
+                let words: Vec<String> = match &opt.value {
+                    OptionDoc::Plain(l) => vec![literal_text(&l.0)],
+                    OptionDoc::Full(f) => std::iter::once(f.label.value.clone())
+                        .chain(f.synonyms.iter().cloned())
+                        .collect(),
+                };
+                for w in words {
+                    let n = crate::answer::normalize(&w);
+                    if h.keywords.contains(&n) {
+                        self.warn(
+                            "keyword-shadows-option",
+                            format!("typing `{w}` asks for a person (a `human` keyword), so it never picks this option"),
+                            span_of(opt),
+                        )
+                        .help("remove the word from the option or from `human.keywords`");
+                    }
+                }
+            }
+        }
     }
 
     fn pacing(&mut self, doc: Option<&PacingDoc>, base: Pacing) -> Pacing {
@@ -1150,14 +1178,31 @@ impl<'a> Lowerer<'a> {
     ) -> Kind {
         let ask = st.ask.as_ref().expect("question");
         let qtype = ask.value;
+        // A choice whose option values are all numbers (or booleans) saves that type.
+        let mut var_type = VarType::of_question(qtype);
+        if qtype == QuestionType::Choice
+            && let Some(opts) = &st.options
+            && !opts.is_empty()
+        {
+            let kinds: HashSet<Option<VarType>> = opts
+                .iter()
+                .map(|o| match &o.value {
+                    OptionDoc::Plain(l) => VarType::of_json(&l.0),
+                    OptionDoc::Full(f) => f
+                        .value
+                        .as_ref()
+                        .map_or(Some(VarType::Text), |v| VarType::of_json(&v.value.0)),
+                })
+                .collect();
+            if kinds.len() == 1
+                && let Some(Some(k)) = kinds.into_iter().next()
+            {
+                var_type = k;
+            }
+        }
         let var = match &st.save {
             Some(save) => {
-                self.define(
-                    si,
-                    &save.value,
-                    Some(VarType::of_question(qtype)),
-                    span_of(save),
-                );
+                self.define(si, &save.value, Some(var_type), span_of(save));
                 save.value.clone()
             }
             None => {
@@ -1417,17 +1462,20 @@ impl<'a> Lowerer<'a> {
         for (k, opt) in st.options.iter().flatten().enumerate() {
             let span = span_of(opt);
             let o = match &opt.value {
-                OptionDoc::Plain(label) => {
-                    if !values.insert(crate::answer::normalize(label)) {
+                OptionDoc::Plain(lit) => {
+                    let label = literal_text(&lit.0);
+                    if !values.insert(crate::answer::normalize(&label)) {
                         self.err(
                             "duplicate-option",
                             format!("option `{label}` is listed twice"),
                             span.clone(),
                         );
                     }
+                    let typed = (!lit.0.is_string()).then(|| lit.0.clone());
                     ChoiceOption {
-                        label: self.text_at(si, label, span.clone(), false, None),
+                        label: self.text_at(si, &label, span.clone(), false, None),
                         value: None,
+                        typed,
                         synonyms: Vec::new(),
                         when: None,
                         next: None,
@@ -1435,8 +1483,11 @@ impl<'a> Lowerer<'a> {
                     }
                 }
                 OptionDoc::Full(f) => {
-                    let key = f.value.as_ref().map_or(&f.label.value, |v| &v.value);
-                    if !values.insert(crate::answer::normalize(key)) {
+                    let key = f
+                        .value
+                        .as_ref()
+                        .map_or(f.label.value.clone(), |v| literal_text(&v.value.0));
+                    if !values.insert(crate::answer::normalize(&key)) {
                         self.err(
                             "duplicate-option",
                             format!("option `{key}` is listed twice"),
@@ -1453,9 +1504,24 @@ impl<'a> Lowerer<'a> {
                         }
                         self.target(si, n, Slot::OptionNext(i, k));
                     }
+                    let (value, typed) = match f.value.as_ref() {
+                        Some(v) if v.value.0.is_string() => (
+                            Some(self.text_at(
+                                si,
+                                &literal_text(&v.value.0),
+                                span_of(v),
+                                false,
+                                None,
+                            )),
+                            None,
+                        ),
+                        Some(v) => (None, Some(v.value.0.clone())),
+                        None => (None, None),
+                    };
                     ChoiceOption {
                         label: self.text(si, &f.label, false, None),
-                        value: f.value.as_ref().map(|v| self.text(si, v, false, None)),
+                        value,
+                        typed,
                         synonyms: f
                             .synonyms
                             .iter()
@@ -2200,6 +2266,14 @@ fn parse_delay(s: &str) -> Result<Delay, String> {
             Ok(Delay::Range(a, b))
         }
         None => time::parse_millis(s).map(Delay::Fixed),
+    }
+}
+
+/// A literal as the text a participant would see or type.
+fn literal_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -356,6 +356,9 @@ pub struct State {
     answered: u32,
     rng: u64,
     sent: u32,
+    /// Goals reached: a goal counts once per conversation (going back does not undo it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    goals: std::collections::BTreeSet<String>,
 }
 
 /// What the conversation is waiting for.
@@ -478,6 +481,7 @@ impl Flow {
             answered: 0,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             sent: 0,
+            goals: Default::default(),
         };
         let mut run = Run::new(self, state, now);
         let start = self.scopes[0].start;
@@ -765,13 +769,15 @@ impl<'f> Run<'f> {
                     ix = Some(chosen.target);
                 }
                 Kind::Goal { name, value } => {
-                    let value = value
-                        .and_then(|e| self.eval(e, id, None))
-                        .and_then(|v| f64::try_from(v).ok());
-                    self.effects.push(Effect::Goal {
-                        name: name.clone(),
-                        value,
-                    });
+                    if self.state.goals.insert(name.clone()) {
+                        let value = value
+                            .and_then(|e| self.eval(e, id, None))
+                            .and_then(|v| f64::try_from(v).ok());
+                        self.effects.push(Effect::Goal {
+                            name: name.clone(),
+                            value,
+                        });
+                    }
                     ix = step.next;
                 }
                 Kind::End { outcome } => {
@@ -821,6 +827,8 @@ impl<'f> Run<'f> {
                             step: id.to_string(),
                             request,
                         });
+                        // A delivered webhook cannot be taken back, so neither can the answers before it.
+                        self.state.history.clear();
                         ix = step.next;
                     } else {
                         self.effects.push(Effect::Http {
@@ -878,10 +886,12 @@ impl<'f> Run<'f> {
         kind: MessageKind,
         text_override: Option<String>,
     ) {
+        // Trailing whitespace never matters in a message (YAML `|` blocks end with a newline).
         let text = match text_override {
             Some(t) => Some(t),
             None => m.text.as_ref().map(|t| self.render(t, step)),
-        };
+        }
+        .map(|t| t.trim_end().to_string());
         let image = m.image.as_ref().map(|t| self.render(t, step));
         let video = m.video.as_ref().map(|t| self.render(t, step));
         if text.is_none() && image.is_none() && video.is_none() {
@@ -950,14 +960,26 @@ impl<'f> Run<'f> {
         if !reask {
             self.message(&q.prompt, id, MessageKind::Bot, None);
         }
-        let options = self
-            .visible_options(q, id)
-            .into_iter()
-            .map(|c| ChoiceView {
-                value: c.value,
-                label: c.label,
-            })
-            .collect();
+        let options = if q.kind == QuestionType::YesNo {
+            vec![
+                ChoiceView {
+                    value: "yes".into(),
+                    label: "Yes".into(),
+                },
+                ChoiceView {
+                    value: "no".into(),
+                    label: "No".into(),
+                },
+            ]
+        } else {
+            self.visible_options(q, id)
+                .into_iter()
+                .map(|c| ChoiceView {
+                    value: c.value,
+                    label: c.label,
+                })
+                .collect()
+        };
         let items = q
             .rules
             .items
@@ -1028,10 +1050,20 @@ impl<'f> Run<'f> {
     fn progress(&self, scope: usize, ix: usize) -> f64 {
         let mut remaining = self.flow.scopes[scope].remaining[ix] as f64;
         for f in &self.state.frames {
+            // What is left in the caller: the call step's remaining path without the
+            // sub-flow itself (already counted), so a call inside a loop is not counted twice.
             let caller = &self.flow.scopes[f.scope as usize];
-            if let Some(n) = caller.steps[f.step as usize].next {
-                remaining += caller.remaining[n] as f64;
-            }
+            let call = &caller.steps[f.step as usize];
+            let sub = match &call.kind {
+                Kind::Call { scope, .. } => &self.flow.scopes[*scope],
+                _ => continue,
+            };
+            let sub_len = if sub.steps.is_empty() {
+                0
+            } else {
+                sub.remaining[sub.start]
+            };
+            remaining += caller.remaining[f.step as usize].saturating_sub(sub_len) as f64;
         }
         let done = self.state.answered as f64;
         if done + remaining == 0.0 {
@@ -1050,14 +1082,17 @@ impl<'f> Run<'f> {
                 continue;
             }
             let label = self.render(&o.label, step);
-            let value = match &o.value {
-                Some(v) => self.render(v, step),
-                None => label.clone(),
+            let label = label.trim().to_string();
+            let value = match (&o.value, &o.typed) {
+                (Some(v), _) => self.render(v, step),
+                (None, Some(t)) => expr::display_value(t),
+                (None, None) => label.clone(),
             };
             out.push(Candidate {
                 value,
                 label,
                 synonyms: o.synonyms.clone(),
+                typed: o.typed.clone(),
             });
         }
         if let Some(from) = &q.rules.options_from {
@@ -1097,6 +1132,7 @@ impl<'f> Run<'f> {
                     value,
                     label,
                     synonyms: Vec::new(),
+                    typed: None,
                 });
             }
         }
@@ -1280,7 +1316,7 @@ impl<'f> Run<'f> {
         };
         let id = step.id.as_str();
         if let (Some(h), Input::Text { text }) = (&self.flow.human, &input)
-            && h.keywords.contains(&answer::normalize(text))
+            && asks_for_person(&h.keywords, text, q.kind)
         {
             self.effects.push(Effect::Handoff {
                 step: id.to_string(),
@@ -1515,7 +1551,10 @@ impl<'f> Run<'f> {
                     _ => answer::match_choice(&text, &options).ok_or(Invalid::NoMatch)?,
                 };
                 Ok(Accepted {
-                    value: json!(options[k].value),
+                    value: options[k]
+                        .typed
+                        .clone()
+                        .unwrap_or_else(|| json!(options[k].value)),
                     option: Some(k),
                     options: Vec::new(),
                     acks: Vec::new(),
@@ -1530,14 +1569,14 @@ impl<'f> Run<'f> {
                             let k = options
                                 .iter()
                                 .position(|o| &o.value == v)
-                                .ok_or(Invalid::NoMatch)?;
+                                .ok_or(Invalid::NoMatchMultiple)?;
                             if !out.contains(&k) {
                                 out.push(k);
                             }
                         }
                         out
                     }
-                    _ => answer::match_choices(&text, &options).ok_or(Invalid::NoMatch)?,
+                    _ => answer::match_choices(&text, &options).ok_or(Invalid::NoMatchMultiple)?,
                 };
                 let min = r.min_picks.unwrap_or(1);
                 if (picked.len() as u32) < min {
@@ -1550,8 +1589,15 @@ impl<'f> Run<'f> {
                 }
                 let mut ordered = picked.clone();
                 ordered.sort();
-                let values: Vec<&str> =
-                    ordered.iter().map(|&k| options[k].value.as_str()).collect();
+                let values: Vec<serde_json::Value> = ordered
+                    .iter()
+                    .map(|&k| {
+                        options[k]
+                            .typed
+                            .clone()
+                            .unwrap_or_else(|| json!(options[k].value))
+                    })
+                    .collect();
                 Ok(Accepted {
                     value: json!(values),
                     option: None,
@@ -1588,6 +1634,7 @@ impl<'f> Run<'f> {
                                 value: id.clone(),
                                 label: t.clone(),
                                 synonyms: vec![answer::normalize(id)],
+                                typed: None,
                             })
                             .collect();
                         answer::match_choices(&text, &cands)
@@ -1721,11 +1768,43 @@ impl<'f> Run<'f> {
                     Ok((status, _)) => format!("HTTP status {status}"),
                     Err(e) => e,
                 };
-                self.error(id, format!("request failed: {why}"));
-                self.run_from(scope, h.on_error.or(step.next));
+                let why_json = serde_json::json!(why);
+                match h.on_error {
+                    // Handled by the author: the reason is available as `http_error`.
+                    Some(target) => {
+                        self.effects.push(Effect::Set {
+                            var: "http_error".into(),
+                            value: why_json.clone(),
+                        });
+                        self.set_var("http_error", expr::from_json(&why_json));
+                        self.run_from(scope, Some(target));
+                    }
+                    None => {
+                        self.error(id, format!("request failed: {why}"));
+                        self.run_from(scope, step.next);
+                    }
+                }
             }
         }
     }
+}
+
+/// A keyword alone always asks for a person; inside a longer message ("can I talk to a
+/// real person?") only where free text is not the expected answer.
+fn asks_for_person(keywords: &[String], text: &str, kind: QuestionType) -> bool {
+    let n = answer::normalize(text);
+    if keywords.contains(&n) {
+        return true;
+    }
+    let free_text = matches!(
+        kind,
+        QuestionType::Text | QuestionType::Email | QuestionType::Url | QuestionType::Phone
+    );
+    if free_text {
+        return false;
+    }
+    let padded = format!(" {} ", n.replace(|c: char| c.is_ascii_punctuation(), " "));
+    keywords.iter().any(|k| padded.contains(&format!(" {k} ")))
 }
 
 fn resolve_date(d: &RelDate, today: jiff::civil::Date) -> Option<jiff::civil::Date> {

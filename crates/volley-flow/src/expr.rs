@@ -63,18 +63,19 @@ pub fn environment() -> Environment<'static> {
         }
     });
     env.set_formatter(|out, state, value| {
-        if let AutoEscape::Custom(name) = state.auto_escape()
-            && name == MARKDOWN
-            && !value.is_safe()
-        {
-            let text = if value.is_undefined() || value.is_none() {
-                String::new()
-            } else {
-                value.to_string()
-            };
-            return out.write_str(&escape_markdown(&text)).map_err(Error::from);
+        let markdown = matches!(state.auto_escape(), AutoEscape::Custom(name) if name == MARKDOWN);
+        if !markdown {
+            return minijinja::escape_formatter(out, state, value);
         }
-        minijinja::escape_formatter(out, state, value)
+        // Markdown texts: strings are escaped; numbers, booleans and `| safe` are not.
+        let text = if value.is_undefined() || value.is_none() {
+            String::new()
+        } else if value.kind() == minijinja::value::ValueKind::String && !value.is_safe() {
+            escape_markdown(&value.to_string())
+        } else {
+            value.to_string()
+        };
+        out.write_str(&text).map_err(Error::from)
     });
     env.add_function("min", |args: Rest<Value>| fold_numbers(&args.0, f64::min));
     env.add_function("max", |args: Rest<Value>| fold_numbers(&args.0, f64::max));
@@ -251,10 +252,12 @@ fn format_number(
 }
 
 /// Escapes Markdown so interpolated text renders literally: characters that are
-/// special anywhere, plus list/heading/quote markers at the start of a line.
+/// special anywhere, plus list/heading markers at the start of a line inside the value.
+/// (A value is usually interpolated mid-line, so its first characters are left as
+/// written: `3.45` and `-5` stay readable.)
 pub fn escape_markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    let mut line_start = true;
+    let mut line_start = false;
     let mut chars = s.chars().peekable();
     while let Some(ch) = chars.next() {
         let special = matches!(
@@ -548,10 +551,15 @@ mod tests {
     fn markdown_escaping_neutralises_links_and_emphasis() {
         assert_eq!(escape_markdown("**a** [x](y)"), "\\*\\*a\\*\\* \\[x\\](y)");
         assert_eq!(escape_markdown("Acme Inc. - best"), "Acme Inc. - best");
-        assert_eq!(escape_markdown("- item\n1. one"), "\\- item\n1\\. one");
         assert_eq!(
-            crate::markdown::to_plain(&escape_markdown("# 1. <b>&amp;")),
-            "# 1. <b>&amp;"
+            escape_markdown("- item\n1. one\n- two"),
+            "- item\n1\\. one\n\\- two"
+        );
+        assert_eq!(escape_markdown("3.45"), "3.45");
+        // Interpolated mid-line (the usual case), markup and entities stay literal.
+        assert_eq!(
+            crate::markdown::to_plain(&format!("x {}", escape_markdown("<b>&amp; *y* [z](w)"))),
+            "x <b>&amp; *y* [z](w)"
         );
     }
 }

@@ -189,6 +189,8 @@ pub(crate) struct Rules {
 pub(crate) struct ChoiceOption {
     pub label: Text,
     pub value: Option<Text>,
+    /// A number or boolean value, saved with its type.
+    pub typed: Option<serde_json::Value>,
     pub synonyms: Vec<String>,
     pub when: Option<ExprId>,
     pub next: Option<usize>,

@@ -113,6 +113,10 @@ pub fn to_plain(md: &str) -> String {
             Event::Start(Tag::List(start)) => list.push(start),
             Event::End(TagEnd::List(_)) => {
                 list.pop();
+                out.push('\n');
+            }
+            Event::Start(Tag::Paragraph) if !out.is_empty() && !out.ends_with('\n') => {
+                out.push('\n')
             }
             Event::Start(Tag::Item) => {
                 if !out.is_empty() && !out.ends_with('\n') {
@@ -183,5 +187,6 @@ mod tests {
             to_plain("see [docs](https://x.com)"),
             "see docs (https://x.com)"
         );
+        assert_eq!(to_plain("- one\n- two\n\nAfter."), "• one\n• two\nAfter.");
     }
 }

@@ -387,11 +387,12 @@ pub struct LinkDoc {
     pub url: Sp<String>,
 }
 
-/// A choice option: a plain string, or a map with details.
+/// A choice option: a plain label (text, number or boolean; numbers and booleans are
+/// saved with their type), or a map with details.
 #[derive(Debug, JsonSchema)]
 #[schemars(untagged)]
 pub enum OptionDoc {
-    Plain(String),
+    Plain(#[schemars(with = "serde_json::Value")] Literal),
     Full(Box<OptionFull>),
 }
 
@@ -401,10 +402,11 @@ pub struct OptionFull {
     /// Button text (templated).
     #[schemars(with = "String")]
     pub label: Sp<String>,
-    /// Value saved into the variable (defaults to the label).
+    /// Value saved into the variable (defaults to the label). Numbers and booleans keep
+    /// their type; text may use templates.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub value: Option<Sp<String>>,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub value: Option<Sp<Literal>>,
     /// Other words that select this option when typed.
     #[serde(default)]
     pub synonyms: Vec<String>,
@@ -712,12 +714,6 @@ macro_rules! scalar_or_map {
 }
 
 scalar_or_map!(
-    OptionDoc,
-    Plain,
-    Full,
-    "an option label, or a mapping with `label`"
-);
-scalar_or_map!(
     ItemDoc,
     Plain,
     Full,
@@ -735,6 +731,38 @@ scalar_or_map!(
     Full,
     "a duration such as `2d`, or a mapping with `for`, `until`, `at`"
 );
+
+impl<'de> Deserialize<'de> for OptionDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OptionDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an option label, or a mapping with `label`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OptionDoc, E> {
+                Ok(OptionDoc::Plain(Literal(v.into())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OptionDoc, E> {
+                Ok(OptionDoc::Plain(Literal(v.into())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<OptionDoc, E> {
+                Ok(OptionDoc::Plain(Literal(v.into())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<OptionDoc, E> {
+                Ok(OptionDoc::Plain(Literal(v.into())))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<OptionDoc, E> {
+                Ok(OptionDoc::Plain(Literal(v.into())))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, m: A) -> Result<OptionDoc, A::Error> {
+                Deserialize::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(OptionDoc::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for DaysDoc {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -102,6 +102,13 @@ impl Pattern {
 
 #[derive(Debug, Clone)]
 enum Assert {
+    /// `delay: 2s` or `delay: 2m..5m` after a `bot:` line: that message's pacing delay.
+    Delay {
+        line: usize,
+        index: usize,
+        min_ms: u64,
+        max_ms: u64,
+    },
     Var {
         line: usize,
         name: String,
@@ -196,6 +203,10 @@ pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
                 .is_none_or(|c| c.turns.len() == 1 && c.turns[0].expected.is_empty())
         {
             let value = value.trim();
+            if let Some(c) = current.as_mut() {
+                // The case's first expected lines go after its own settings.
+                c.turns[0].span = (i + 1, i + 1);
+            }
             let (flow, contact, now, seed) = match current.as_mut() {
                 Some(c) => (&mut c.flow, &mut c.contact, &mut c.now, &mut c.seed),
                 None => (
@@ -245,6 +256,29 @@ pub fn parse(text: &str) -> Result<Transcript, SyntaxError> {
         if let Some(rest) = trimmed.strip_prefix("var ") {
             turn.asserts
                 .push(parse_var_assert(rest, i + 1).map_err(|m| err(i, m))?);
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix("delay:") {
+            let rest = rest.trim();
+            let parse = |d: &str| crate::time::parse_millis(d).map_err(|m| err(i, m));
+            let (min_ms, max_ms) = match rest.split_once("..") {
+                Some((a, b)) => (parse(a)?, parse(b)?),
+                None => {
+                    let d = parse(rest)?;
+                    (d, d)
+                }
+            };
+            let index = turn
+                .expected
+                .len()
+                .checked_sub(1)
+                .ok_or_else(|| err(i, "`delay:` follows the `bot:` line it is about".into()))?;
+            turn.asserts.push(Assert::Delay {
+                line: i + 1,
+                index,
+                min_ms,
+                max_ms,
+            });
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix("progress:") {
@@ -406,7 +440,7 @@ fn parse_var_assert(rest: &str, line: usize) -> Result<Assert, String> {
     let op = rest[name_end..].trim_start();
     let pattern = if let Some(v) = op.strip_prefix('=') {
         let v = v.trim();
-        if v == "absent" {
+        if v == "absent" || v == "null" {
             VarPattern::Absent
         } else {
             VarPattern::Json(
@@ -485,7 +519,15 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 
 /// Renders the visible effects of a turn as transcript lines.
 pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
-    let mut out = Vec::new();
+    render_with_delays(effects, tz)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect()
+}
+
+/// Transcript lines, each with the pacing delay of the message it starts.
+fn render_with_delays(effects: &[Effect], tz: Option<&str>) -> Vec<(String, Option<u64>)> {
+    let mut out: Vec<(String, Option<u64>)> = Vec::new();
     for e in effects {
         match e {
             Effect::Message(m) => {
@@ -495,13 +537,13 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
                     "bot"
                 };
                 if let Some(t) = &m.text {
-                    out.push(format!("{kind}: {}", t.replace('\n', "\n  | ")));
+                    out.push((continuation(&format!("{kind}: {t}")), Some(m.delay_ms)));
                 }
                 if let Some(i) = &m.image {
-                    out.push(format!("image: {i}"));
+                    out.push((format!("image: {i}"), None));
                 }
                 if let Some(v) = &m.video {
-                    out.push(format!("video: {v}"));
+                    out.push((format!("video: {v}"), None));
                 }
                 if !m.links.is_empty() {
                     let l: Vec<String> = m
@@ -509,17 +551,17 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
                         .iter()
                         .map(|l| format!("{} <{}>", l.label, l.url))
                         .collect();
-                    out.push(format!("links: {}", l.join(" | ")));
+                    out.push((format!("links: {}", l.join(" | ")), None));
                 }
             }
             Effect::Ask(q) => {
                 if !q.options.is_empty() {
                     let labels: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
-                    out.push(format!("buttons: {}", labels.join(" | ")));
+                    out.push((format!("buttons: {}", labels.join(" | ")), None));
                 }
                 if !q.items.is_empty() {
                     let labels: Vec<&str> = q.items.iter().map(|o| o.label.as_str()).collect();
-                    out.push(format!("items: {}", labels.join(" | ")));
+                    out.push((format!("items: {}", labels.join(" | ")), None));
                 }
             }
             Effect::Handoff { queue, reason, .. } => {
@@ -527,29 +569,32 @@ pub fn render(effects: &[Effect], tz: Option<&str>) -> Vec<String> {
                 if let Some(r) = reason {
                     s.push_str(&format!(" ({r})"));
                 }
-                out.push(s);
+                out.push((s, None));
             }
             Effect::Wait { until, .. } => {
                 let shown = match tz.and_then(crate::time::zone) {
                     Some(z) => until.to_zoned(z).to_string(),
                     None => until.to_string(),
                 };
-                out.push(format!("wait: {shown}"));
+                out.push((format!("wait: {shown}"), None));
             }
             Effect::Http { request, .. } => {
-                out.push(format!("http: {} {}", request.method, request.url))
+                out.push((format!("http: {} {}", request.method, request.url), None))
             }
             Effect::Webhook { request, .. } => {
-                out.push(format!("webhook: {} {}", request.method, request.url))
+                out.push((format!("webhook: {} {}", request.method, request.url), None))
             }
-            Effect::Goal { name, value } => out.push(match value {
-                Some(v) => format!("goal: {name} = {}", fmt_f64(*v)),
-                None => format!("goal: {name}"),
-            }),
-            Effect::Split { arm, .. } => out.push(format!("split: {arm}")),
-            Effect::End { outcome } => out.push(format!("end: {outcome}")),
-            Effect::Error { message, .. } => out.push(format!("error: {message}")),
-            Effect::Rejected { code, .. } => out.push(format!("rejected: {code}")),
+            Effect::Goal { name, value } => out.push((
+                match value {
+                    Some(v) => format!("goal: {name} = {}", fmt_f64(*v)),
+                    None => format!("goal: {name}"),
+                },
+                None,
+            )),
+            Effect::Split { arm, .. } => out.push((format!("split: {arm}"), None)),
+            Effect::End { outcome } => out.push((format!("end: {outcome}"), None)),
+            Effect::Error { message, .. } => out.push((format!("error: {message}"), None)),
+            Effect::Rejected { code, .. } => out.push((format!("rejected: {code}"), None)),
             _ => {}
         }
     }
@@ -636,10 +681,12 @@ fn run_case<'f>(case: &Case, resolve: &impl Fn(&Case) -> Result<&'f Flow, String
             }
             last_ask = last_question(&effects, last_ask);
         }
-        let actual = render(&effects, tz.as_deref());
+        let rendered = render_with_delays(&effects, tz.as_deref());
+        let delays: Vec<Option<u64>> = rendered.iter().map(|(_, d)| *d).collect();
+        let actual: Vec<String> = rendered.into_iter().map(|(l, _)| l).collect();
         check_turn(turn, &actual, &mut result);
         for a in &turn.asserts {
-            check_assert(a, &state, last_ask.as_ref(), &mut result);
+            check_assert(a, &state, last_ask.as_ref(), &delays, &mut result);
         }
         result.actual.push(actual);
     }
@@ -781,16 +828,50 @@ fn check_turn(turn: &Turn, actual: &[String], result: &mut CaseResult) {
 
 fn split_actual(a: &str) -> (String, String) {
     let (k, v) = a.split_once(": ").unwrap_or((a, ""));
-    (k.to_string(), v.replace("\n  | ", "\n"))
+    let body: Vec<&str> = v
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                l
+            } else {
+                l.strip_prefix("  | ")
+                    .or(l.strip_prefix("  |"))
+                    .unwrap_or(l)
+            }
+        })
+        .collect();
+    (k.to_string(), body.join("\n"))
 }
 
 fn check_assert(
     a: &Assert,
     state: &crate::engine::State,
     ask: Option<&Question>,
+    delays: &[Option<u64>],
     result: &mut CaseResult,
 ) {
     match a {
+        Assert::Delay {
+            line,
+            index,
+            min_ms,
+            max_ms,
+        } => {
+            let got = delays.get(*index).copied().flatten();
+            if !got.is_some_and(|d| (*min_ms..=*max_ms).contains(&d)) {
+                let want = if min_ms == max_ms {
+                    format!("{min_ms}ms")
+                } else {
+                    format!("{min_ms}ms..{max_ms}ms")
+                };
+                let got = got.map_or("no message delay".to_string(), |d| format!("{d}ms"));
+                result.failures.push(Failure {
+                    line: *line,
+                    message: format!("expected delay {want}, got {got}"),
+                });
+            }
+        }
         Assert::Var {
             line,
             name,
@@ -841,55 +922,82 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 /// whose pattern still matches are kept as written; inputs, comments and assertions
 /// are untouched.
 pub fn update(t: &Transcript, results: &[CaseResult]) -> String {
-    let mut replace: BTreeMap<usize, (usize, Vec<String>)> = BTreeMap::new();
+    // Line index (0-based) → what to write there instead. Lines not listed stay as they
+    // are, so assertions and comments keep their place among the expected lines.
+    let mut replace: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut insert_after: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut drop: std::collections::BTreeSet<usize> = Default::default();
     for (case, res) in t.cases.iter().zip(results) {
         for (turn, actual) in case.turns.iter().zip(&res.actual) {
-            let mut lines = Vec::new();
-            for (i, a) in actual.iter().enumerate() {
-                let (kind, body) = split_actual(a);
-                match turn.expected.get(i) {
-                    Some(e) if e.kind == kind && e.pattern.matches(&body) => {
-                        lines.push(e.raw.replace('\n', "\n  | "))
+            let lines: Vec<String> = actual
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let (kind, body) = split_actual(a);
+                    match turn.expected.get(i) {
+                        Some(e) if e.kind == kind && e.pattern.matches(&body) => {
+                            continuation(&e.raw)
+                        }
+                        _ => a.clone(),
                     }
-                    _ => lines.push(a.clone()),
+                })
+                .collect();
+            if turn.expected.is_empty() {
+                let at = turn.input.as_ref().map_or(turn.span.0, |i| i.1);
+                insert_after.entry(at).or_default().extend(lines);
+                continue;
+            }
+            // Continuation lines belong to the entry above them and are rewritten with it.
+            for idx in turn.span.0..turn.span.1 {
+                if t.lines[idx].trim_start().starts_with('|') {
+                    drop.insert(idx);
                 }
             }
-            let (start, end) = if turn.expected.is_empty() {
-                // Insert right after the input line (or at the case header).
-                let at = turn.input.as_ref().map_or(case.line, |i| i.1);
-                (at, at)
-            } else {
-                turn.span
-            };
-            replace.insert(start, (end, lines));
+            let n = turn.expected.len();
+            for (k, e) in turn.expected.iter().enumerate() {
+                let idx = e.line - 1;
+                let mut here: Vec<String> = lines.get(k).cloned().into_iter().collect();
+                if k + 1 == n {
+                    here.extend(lines.iter().skip(n).cloned());
+                }
+                if here.is_empty() {
+                    drop.insert(idx);
+                } else {
+                    replace.insert(idx, here);
+                }
+            }
         }
     }
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < t.lines.len() {
-        if let Some((end, lines)) = replace.get(&i) {
-            out.extend(lines.iter().cloned());
-            if *end > i {
-                // Skip the old expected lines, keeping assertions and comments among them.
-                for l in &t.lines[i..*end] {
-                    let s = l.trim_start();
-                    if s.starts_with("var ") || s.starts_with("progress:") || s.starts_with('#') {
-                        out.push(l.clone());
-                    }
-                }
-                i = *end;
-                continue;
-            }
-        }
-        out.push(t.lines[i].clone());
-        i += 1;
-    }
-    if let Some((_, lines)) = replace.get(&t.lines.len()) {
+    if let Some(lines) = insert_after.get(&0) {
         out.extend(lines.iter().cloned());
+    }
+    for (i, line) in t.lines.iter().enumerate() {
+        if let Some(lines) = replace.get(&i) {
+            out.extend(lines.iter().cloned());
+        } else if !drop.contains(&i) {
+            out.push(line.clone());
+        }
+        if let Some(lines) = insert_after.get(&(i + 1)) {
+            out.extend(lines.iter().cloned());
+        }
     }
     let mut s = out.join("\n");
     s.push('\n');
     s
+}
+
+/// A possibly multi-line expected line in file form (continuations as `  | …`).
+fn continuation(raw: &str) -> String {
+    raw.split('\n')
+        .enumerate()
+        .map(|(i, l)| match (i, l.is_empty()) {
+            (0, _) => l.to_string(),
+            (_, true) => "  |".to_string(),
+            (_, false) => format!("  | {l}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Writes a transcript of a conversation held in `volley chat --record`.

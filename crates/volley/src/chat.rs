@@ -31,7 +31,7 @@ pub struct ChatArgs {
 }
 
 const HELP: &str = "commands: /back  /skip  /restart  /vars  /wait (skip ahead to a pending wait)  \
-/timeout  /resume (a person hands back)  /http STATUS JSON  /quit";
+/timeout  /resume (a person hands back)  /http STATUS JSON  /http-fail WHY  /quit";
 
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let flow = crate::files::load_flow(&args.flow)?;
@@ -107,6 +107,9 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                     println!("(nothing is waiting)");
                     continue;
                 }
+            },
+            l if l.starts_with("/http-fail") => Input::HttpFailed {
+                error: l["/http-fail".len()..].trim().to_string(),
             },
             l if l.starts_with("/http ") => {
                 let rest = &l[6..];

@@ -68,7 +68,7 @@ fn warnings_alone_do_not_fail_a_flow() {
     assert_eq!(checked.diagnostics[0].code, "unreachable");
     assert_eq!(
         (checked.diagnostics[0].line, checked.diagnostics[0].column),
-        (6, 11)
+        (6, 9)
     );
 }
 
