@@ -126,14 +126,30 @@ pub fn normalize(s: &str) -> String {
 /// Parses a number as people type it: `1,234.5`, `1.234,5` (decimal comma locales),
 /// `1 000`, `€ 250`, `50k`, `2.5m`, `15%`.
 pub fn parse_number(input: &str, decimal_comma: bool) -> Option<f64> {
-    let mut s: String = input
+    let plain = input.trim();
+    // Fast path: plain digits with an optional sign and decimal point.
+    if !plain.is_empty()
+        && plain
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !(decimal_comma && plain.contains('.'))
+        && let Ok(x) = plain.parse::<f64>()
+    {
+        return x.is_finite().then_some(x);
+    }
+    let s: String = input
         .trim()
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '_' && *c != '\'' && *c != '\u{202f}')
         .collect();
-    for sym in ["€", "$", "£", "¥", "₹", "%", "CHF", "USD", "EUR", "GBP"] {
-        s = s.trim_start_matches(sym).trim_end_matches(sym).to_string();
+    let mut t = s.trim_matches(['€', '$', '£', '¥', '₹', '%']);
+    if t.bytes().any(|b| b.is_ascii_alphabetic()) {
+        for code in ["CHF", "USD", "EUR", "GBP"] {
+            t = t.trim_start_matches(code).trim_end_matches(code);
+        }
+        t = t.trim_matches(['€', '$', '£', '¥', '₹', '%']);
     }
+    let mut s = t.to_string();
     let mut mult = 1.0;
     if let Some(last) = s.chars().last() {
         match last.to_ascii_lowercase() {

@@ -153,16 +153,26 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Byte span of a spanned YAML node, when known.
-pub(crate) fn span_of<T>(sp: &Sp<T>) -> Option<Range<usize>> {
-    location_span(&sp.referenced)
+/// Something read from YAML with its byte span (possibly boxed).
+pub(crate) trait HasSpan {
+    fn span(&self) -> Range<usize>;
 }
 
-pub(crate) fn location_span(loc: &serde_saphyr::Location) -> Option<Range<usize>> {
-    let span = loc.span();
-    let start = span.byte_offset()? as usize;
-    let len = span.byte_len().unwrap_or(0) as usize;
-    Some(start..start + len.max(1))
+impl<T> HasSpan for Sp<T> {
+    fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+}
+
+impl<T: HasSpan> HasSpan for Box<T> {
+    fn span(&self) -> Range<usize> {
+        (**self).span()
+    }
+}
+
+/// Byte span of a spanned YAML node.
+pub(crate) fn span_of(sp: &impl HasSpan) -> Option<Range<usize>> {
+    Some(sp.span())
 }
 
 /// "did you mean `x`?" for the closest candidate, if any is close enough.

@@ -98,9 +98,9 @@ pub enum Effect {
     Enter {
         step: String,
     },
-    Message(Message),
+    Message(Box<Message>),
     /// The question now awaiting an answer.
-    Ask(Question),
+    Ask(Box<Question>),
     /// An answer was rejected; a re-ask message follows.
     Invalid {
         step: String,
@@ -331,6 +331,91 @@ struct Frame {
     vars: Arc<VarMap>,
 }
 
+/// Answers "back" can undo, newest first: a persistent list, so cloning a state (once
+/// per turn) costs one reference count, whatever the history's length.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct History(Option<Arc<HistoryNode>>);
+
+#[derive(Debug, PartialEq)]
+struct HistoryNode {
+    checkpoint: Checkpoint,
+    older: History,
+    len: usize,
+}
+
+impl History {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// Adds a checkpoint, forgetting the oldest beyond [`MAX_HISTORY`].
+    fn push(&mut self, checkpoint: Checkpoint) {
+        let older = std::mem::take(self);
+        let len = older.0.as_ref().map_or(0, |n| n.len) + 1;
+        *self = History(Some(Arc::new(HistoryNode {
+            checkpoint,
+            older,
+            len,
+        })));
+        if len > MAX_HISTORY {
+            let kept: Vec<Checkpoint> = self.to_vec().into_iter().take(MAX_HISTORY).collect();
+            *self = History::from_newest_first(kept);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Checkpoint> {
+        let node = self.0.take()?;
+        let node = Arc::try_unwrap(node).unwrap_or_else(|shared| HistoryNode {
+            checkpoint: shared.checkpoint.clone(),
+            older: shared.older.clone(),
+            len: shared.len,
+        });
+        *self = node.older;
+        Some(node.checkpoint)
+    }
+
+    fn to_vec(&self) -> Vec<Checkpoint> {
+        let mut out = Vec::new();
+        let mut at = &self.0;
+        while let Some(node) = at {
+            out.push(node.checkpoint.clone());
+            at = &node.older.0;
+        }
+        out
+    }
+
+    fn from_newest_first(items: Vec<Checkpoint>) -> Self {
+        let mut h = History::default();
+        for (i, checkpoint) in items.into_iter().rev().enumerate() {
+            let older = std::mem::take(&mut h);
+            h = History(Some(Arc::new(HistoryNode {
+                checkpoint,
+                older,
+                len: i + 1,
+            })));
+        }
+        h
+    }
+}
+
+impl Serialize for History {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_vec().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for History {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut items = Vec::<Checkpoint>::deserialize(d)?;
+        items.truncate(MAX_HISTORY);
+        Ok(History::from_newest_first(items))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Checkpoint {
     vars: Arc<VarMap>,
@@ -346,13 +431,13 @@ pub struct State {
     pub format: u32,
     pub flow: String,
     pub version: String,
-    pub contact: Contact,
+    pub contact: Arc<Contact>,
     vars: Arc<VarMap>,
     at: At,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     frames: Vec<Frame>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    history: Vec<Checkpoint>,
+    #[serde(default, skip_serializing_if = "History::is_empty")]
+    history: History,
     answered: u32,
     rng: u64,
     sent: u32,
@@ -389,7 +474,7 @@ impl State {
     pub fn vars(&self) -> BTreeMap<String, serde_json::Value> {
         self.vars
             .iter()
-            .map(|(k, v)| (k.clone(), to_json(v)))
+            .map(|(k, v)| (k.to_string(), to_json(v)))
             .collect()
     }
 
@@ -465,19 +550,19 @@ impl Flow {
     pub fn start(&self, contact: Contact, now: Timestamp, seed: u64) -> Turn {
         let mut vars = VarMap::new();
         for (k, v) in &self.defaults {
-            vars.insert(k.clone(), from_json(v));
+            vars.insert(k.as_str().into(), from_json(v));
         }
         let state = State {
             format: STATE_FORMAT,
             flow: self.id.clone(),
             version: self.version.clone(),
-            contact,
+            contact: Arc::new(contact),
             vars: Arc::new(vars),
             at: At::Ended {
                 outcome: String::new(),
             },
             frames: Vec::new(),
-            history: Vec::new(),
+            history: History::default(),
             answered: 0,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
             sent: 0,
@@ -538,12 +623,11 @@ impl<'f> Run<'f> {
             .or_else(|| flow.timezone.as_deref().and_then(time::zone))
             .unwrap_or(TimeZone::UTC);
         let globals = Arc::new(Globals {
-            contact: contact_value(&state.contact),
-            now: Value::from(now.to_string()),
-            today: Value::from(time::today(now, &tz).to_string()),
-            flow: expr::from_serialize(serde_json::json!({
-                "id": flow.id, "title": flow.title, "version": flow.version,
-            })),
+            contact: Value::from_object(ContactView(state.contact.clone())),
+            flow: flow.info.clone(),
+            now,
+            tz: tz.clone(),
+            formatted: Default::default(),
         });
         Run {
             flow,
@@ -633,7 +717,7 @@ impl<'f> Run<'f> {
         } else {
             value
         };
-        Arc::make_mut(&mut self.state.vars).insert(name.to_string(), value);
+        Arc::make_mut(&mut self.state.vars).insert(name.into(), value);
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -666,7 +750,10 @@ impl<'f> Run<'f> {
                         let sub_vars = std::mem::replace(&mut self.state.vars, frame.vars);
                         if let Kind::Call { returns, .. } = &caller.kind {
                             for (outer, inner) in returns {
-                                let v = sub_vars.get(inner).cloned().unwrap_or(Value::UNDEFINED);
+                                let v = sub_vars
+                                    .get(inner.as_str())
+                                    .cloned()
+                                    .unwrap_or(Value::UNDEFINED);
                                 self.effects.push(Effect::Set {
                                     var: outer.clone(),
                                     value: to_json(&v),
@@ -739,7 +826,7 @@ impl<'f> Run<'f> {
                     let mut inputs = VarMap::new();
                     for (name, e) in with {
                         let v = self.eval(*e, id, None).unwrap_or(Value::UNDEFINED);
-                        inputs.insert(name.clone(), v);
+                        inputs.insert(name.as_str().into(), v);
                     }
                     let caller_vars = std::mem::replace(&mut self.state.vars, Arc::new(inputs));
                     self.state.frames.push(Frame {
@@ -918,7 +1005,7 @@ impl<'f> Run<'f> {
             .collect();
         let media = image.is_some() || video.is_some();
         let (delay_ms, typing) = self.pacing(m, text.as_deref().unwrap_or(""), media);
-        self.effects.push(Effect::Message(Message {
+        self.effects.push(Effect::Message(Box::new(Message {
             step: step.to_string(),
             kind,
             text,
@@ -928,7 +1015,7 @@ impl<'f> Run<'f> {
             links,
             delay_ms,
             typing,
-        }));
+        })));
     }
 
     /// Delay before a message: explicit, or derived from its length and the typing speed.
@@ -1038,7 +1125,7 @@ impl<'f> Run<'f> {
             attempt: attempts,
             timeout_at,
         };
-        self.effects.push(Effect::Ask(question));
+        self.effects.push(Effect::Ask(Box::new(question)));
         self.state.at = At::Question {
             scope: scope as u32,
             step: ix as u32,
@@ -1099,7 +1186,7 @@ impl<'f> Run<'f> {
             let list = self
                 .state
                 .vars
-                .get(&from.var)
+                .get(from.var.as_str())
                 .cloned()
                 .unwrap_or(Value::UNDEFINED);
             let items: Vec<Value> = match list.try_iter() {
@@ -1291,9 +1378,6 @@ impl<'f> Run<'f> {
     }
 
     fn checkpoint(&mut self, scope: usize, ix: usize) {
-        if self.state.history.len() >= MAX_HISTORY {
-            self.state.history.remove(0);
-        }
         let cp = Checkpoint {
             vars: self.state.vars.clone(),
             frames: self.state.frames.clone(),
@@ -1792,6 +1876,9 @@ impl<'f> Run<'f> {
 /// A keyword alone always asks for a person; inside a longer message ("can I talk to a
 /// real person?") only where free text is not the expected answer.
 fn asks_for_person(keywords: &[String], text: &str, kind: QuestionType) -> bool {
+    if keywords.is_empty() {
+        return false;
+    }
     let n = answer::normalize(text);
     if keywords.contains(&n) {
         return true;
@@ -1800,11 +1887,15 @@ fn asks_for_person(keywords: &[String], text: &str, kind: QuestionType) -> bool 
         kind,
         QuestionType::Text | QuestionType::Email | QuestionType::Url | QuestionType::Phone
     );
-    if free_text {
-        return false;
-    }
-    let padded = format!(" {} ", n.replace(|c: char| c.is_ascii_punctuation(), " "));
-    keywords.iter().any(|k| padded.contains(&format!(" {k} ")))
+    !free_text && keywords.iter().any(|k| contains_words(&n, k))
+}
+
+/// `needle` occurs in `hay` as whole words (bounded by non-alphanumerics or the ends).
+fn contains_words(hay: &str, needle: &str) -> bool {
+    let bounded = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+    hay.match_indices(needle).any(|(at, _)| {
+        bounded(hay[..at].chars().next_back()) && bounded(hay[at + needle.len()..].chars().next())
+    })
 }
 
 fn resolve_date(d: &RelDate, today: jiff::civil::Date) -> Option<jiff::civil::Date> {
@@ -1817,36 +1908,63 @@ fn resolve_date(d: &RelDate, today: jiff::civil::Date) -> Option<jiff::civil::Da
 /// Words a person would type, for pacing (at least one word per six characters, so
 /// languages without spaces are paced too).
 fn typing_words(text: &str) -> f64 {
-    let words = text.split_whitespace().count();
-    let chars = text.chars().count();
+    let (mut words, mut chars, mut in_word) = (0usize, 0usize, false);
+    for b in text.bytes() {
+        // Count characters by their first byte, words by whitespace boundaries.
+        if b & 0xC0 != 0x80 {
+            chars += 1;
+        }
+        let space = b.is_ascii_whitespace();
+        if !space && !in_word {
+            words += 1;
+        }
+        in_word = !space;
+    }
     words.max(chars / 6) as f64
 }
 
-fn contact_value(c: &Contact) -> Value {
-    let mut map = serde_json::Map::new();
-    for (k, v) in &c.attributes {
-        map.insert(k.clone(), v.clone());
+/// The contact as templates see it: read field by field, only when used.
+#[derive(Debug)]
+struct ContactView(Arc<Contact>);
+
+impl minijinja::value::Object for ContactView {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let c = &self.0;
+        let text = |v: &Option<String>| v.as_deref().map(Value::from);
+        match key.as_str()? {
+            "id" => Some(Value::from(c.id.as_str())),
+            "name" => text(&c.name),
+            "first_name" => c
+                .name
+                .as_deref()
+                .and_then(|n| n.split_whitespace().next())
+                .map(Value::from),
+            "email" => text(&c.email),
+            "phone" => text(&c.phone),
+            "timezone" => text(&c.timezone),
+            "locale" => text(&c.locale),
+            "country" => text(&c.country),
+            "tags" => Some(Value::from(c.tags.clone())),
+            other => c.attributes.get(other).map(expr::from_json),
+        }
     }
-    let first_name = c
-        .name
-        .as_deref()
-        .and_then(|n| n.split_whitespace().next())
-        .map(str::to_string);
-    for (k, v) in [
-        ("id", Some(c.id.clone())),
-        ("name", c.name.clone()),
-        ("first_name", first_name),
-        ("email", c.email.clone()),
-        ("phone", c.phone.clone()),
-        ("timezone", c.timezone.clone()),
-        ("locale", c.locale.clone()),
-        ("country", c.country.clone()),
-    ] {
-        map.insert(
-            k.to_string(),
-            v.map_or(serde_json::Value::Null, serde_json::Value::String),
-        );
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let mut keys: Vec<Value> = [
+            "id",
+            "name",
+            "first_name",
+            "email",
+            "phone",
+            "timezone",
+            "locale",
+            "country",
+            "tags",
+        ]
+        .into_iter()
+        .map(Value::from)
+        .collect();
+        keys.extend(self.0.attributes.keys().map(|k| Value::from(k.as_str())));
+        minijinja::value::Enumerator::Values(keys)
     }
-    map.insert("tags".into(), serde_json::json!(c.tags));
-    expr::from_serialize(serde_json::Value::Object(map))
 }

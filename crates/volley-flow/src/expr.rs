@@ -20,7 +20,8 @@ pub const FUEL: u64 = 50_000;
 pub const MAX_RENDER_BYTES: usize = 16 * 1024;
 
 /// Variables of a running conversation.
-pub type VarMap = BTreeMap<String, Value>;
+/// Variables of a running conversation (names shared, so snapshots for "back" are cheap).
+pub type VarMap = BTreeMap<Arc<str>, Value>;
 
 /// Names provided by the engine in every context (besides variables).
 pub const BUILTIN_NAMES: &[&str] = &["contact", "now", "today", "flow"];
@@ -50,7 +51,7 @@ pub const FUNCTION_NAMES: &[&str] = &[
 const MARKDOWN: &str = "markdown";
 
 /// Builds the environment every flow uses.
-pub fn environment() -> Environment<'static> {
+pub fn environment<'s>() -> Environment<'s> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
@@ -77,6 +78,19 @@ pub fn environment() -> Environment<'static> {
         };
         out.write_str(&text).map_err(Error::from)
     });
+    // `default` also replaces `none` (a skipped answer), not only undefined values.
+    env.add_filter(
+        "default",
+        |value: Value, other: Option<Value>, lax: Option<bool>| {
+            let other = other.unwrap_or_else(|| Value::from(""));
+            if value.is_undefined() || value.is_none() || (lax.unwrap_or(false) && !value.is_true())
+            {
+                other
+            } else {
+                value
+            }
+        },
+    );
     env.add_function("min", |args: Rest<Value>| fold_numbers(&args.0, f64::min));
     env.add_function("max", |args: Rest<Value>| fold_numbers(&args.0, f64::max));
     env.add_function("abs", |x: f64| num(x.abs()));
@@ -306,13 +320,27 @@ pub(crate) struct Scope {
     pub extra: Option<(&'static str, Value)>,
 }
 
-/// Per-turn values that are the same for every evaluation in the turn.
+/// Per-turn values that are the same for every evaluation in the turn. `now` and
+/// `today` are only formatted when a template reads them.
 #[derive(Debug)]
 pub(crate) struct Globals {
     pub contact: Value,
-    pub now: Value,
-    pub today: Value,
     pub flow: Value,
+    pub now: jiff::Timestamp,
+    pub tz: jiff::tz::TimeZone,
+    pub formatted: std::sync::OnceLock<(Value, Value)>,
+}
+
+impl Globals {
+    fn now_today(&self) -> &(Value, Value) {
+        self.formatted.get_or_init(|| {
+            let today = crate::time::today(self.now, &self.tz);
+            (
+                Value::from(self.now.to_string()),
+                Value::from(today.to_string()),
+            )
+        })
+    }
 }
 
 impl Object for Scope {
@@ -325,8 +353,8 @@ impl Object for Scope {
         }
         match key {
             "contact" => Some(self.globals.contact.clone()),
-            "now" => Some(self.globals.now.clone()),
-            "today" => Some(self.globals.today.clone()),
+            "now" => Some(self.globals.now_today().0.clone()),
+            "today" => Some(self.globals.now_today().1.clone()),
             "flow" => Some(self.globals.flow.clone()),
             _ => self.vars.get(key).cloned(),
         }
@@ -399,6 +427,41 @@ impl CodeBuilder {
     }
 
     /// Compiles everything. Errors and undeclared names are reported, never fatal here.
+    /// Compiles everything only to report errors and names, dropping each compiled
+    /// unit at once (`volley check` never runs the flow, so it keeps no code).
+    pub fn report_only(self) -> CompileReport {
+        let env = environment();
+        let mut report = CompileReport {
+            template_errors: Vec::new(),
+            expr_errors: Vec::new(),
+            template_names: Vec::with_capacity(self.templates.len()),
+            expr_names: Vec::with_capacity(self.exprs.len()),
+        };
+        for (i, (src, _)) in self.templates.iter().enumerate() {
+            match env.template_from_str(src) {
+                Ok(t) => report
+                    .template_names
+                    .push(sorted(t.undeclared_variables(false))),
+                Err(e) => {
+                    report.template_errors.push((TplId(i as u32), e));
+                    report.template_names.push(Vec::new());
+                }
+            }
+        }
+        for (i, src) in self.exprs.iter().enumerate() {
+            match env.compile_expression(src) {
+                Ok(e) => report
+                    .expr_names
+                    .push(sorted(e.undeclared_variables(false))),
+                Err(e) => {
+                    report.expr_errors.push((ExprId(i as u32), e));
+                    report.expr_names.push(Vec::new());
+                }
+            }
+        }
+        report
+    }
+
     pub fn build(self) -> (Code, CompileReport) {
         let mut env = environment();
         let mut report = CompileReport {

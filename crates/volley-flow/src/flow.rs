@@ -25,6 +25,8 @@ pub struct Flow {
     pub(crate) defaults: Vec<(String, serde_json::Value)>,
     pub(crate) human: Option<Human>,
     pub(crate) code: Code,
+    /// `flow` as templates see it (`id`, `title`, `version`).
+    pub(crate) info: minijinja::Value,
 }
 
 /// How the assistant presents itself in the widget.

@@ -15,9 +15,10 @@ mod model;
 pub mod sample;
 mod time;
 pub mod transcript;
+mod yaml;
 
 pub use compile::{
-    Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS, compile, content_hash,
+    Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS, check, compile, content_hash,
 };
 pub use diag::{Diagnostic, Severity, did_you_mean, line_col};
 pub use engine::{

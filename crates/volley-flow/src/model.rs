@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A value together with where it was written.
-pub type Sp<T> = serde_saphyr::Spanned<T>;
+pub type Sp<T> = crate::yaml::Spanned<T>;
 
 /// The only flow format version this build understands.
 pub const FORMAT_VERSION: u32 = 1;
@@ -152,11 +152,11 @@ pub struct StepDoc {
     /// Image URL (templated).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub image: Option<Sp<String>>,
+    pub image: Option<Box<Sp<String>>>,
     /// Video URL (templated).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub video: Option<Sp<String>>,
+    pub video: Option<Box<Sp<String>>>,
     /// Alternative text for an image or video.
     #[serde(default)]
     pub alt: Option<String>,
@@ -166,13 +166,13 @@ pub struct StepDoc {
     /// Exact delay before this message (`1.5s`), or a range with jitter (`2m..5m`).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub delay: Option<Sp<String>>,
+    pub delay: Option<Box<Sp<String>>>,
     /// Show a typing indicator during the delay (default true).
     #[serde(default)]
     pub typing: Option<bool>,
     /// Pacing override for this step.
     #[serde(default)]
-    pub pacing: Option<PacingDoc>,
+    pub pacing: Option<Box<PacingDoc>>,
 
     // ---- questions ----
     /// Question type: text, number, email, phone, url, date, date_range, choice,
@@ -187,15 +187,15 @@ pub struct StepDoc {
     /// Message shown when the answer is invalid (templated).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub invalid: Option<Sp<String>>,
+    pub invalid: Option<Box<Sp<String>>>,
     /// Failed tries before `fallback` is taken (default 3).
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
-    pub retries: Option<Sp<u32>>,
+    pub retries: Option<Box<Sp<u32>>>,
     /// Step taken after `retries` invalid answers.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub fallback: Option<Sp<String>>,
+    pub fallback: Option<Box<Sp<String>>>,
     /// Allow "back" from this question to the previous one.
     #[serde(default)]
     pub back: Option<bool>,
@@ -208,61 +208,61 @@ pub struct StepDoc {
     /// Inactivity timeout, e.g. `10m`: if no answer arrives in time, go to `on_timeout`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub timeout: Option<Sp<String>>,
+    pub timeout: Option<Box<Sp<String>>>,
     /// Step taken when `timeout` elapses.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub on_timeout: Option<Sp<String>>,
+    pub on_timeout: Option<Box<Sp<String>>>,
     /// text: minimum length in characters.
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
-    pub min_length: Option<Sp<u32>>,
+    pub min_length: Option<Box<Sp<u32>>>,
     /// text: maximum length in characters.
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
-    pub max_length: Option<Sp<u32>>,
+    pub max_length: Option<Box<Sp<u32>>>,
     /// text: regular expression the whole answer must match.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub pattern: Option<Sp<String>>,
+    pub pattern: Option<Box<Sp<String>>>,
     /// number: lower bound; date: earliest date (`today`, `today+30d`, `2026-12-01`).
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Value>")]
-    pub min: Option<Sp<Literal>>,
+    pub min: Option<Box<Sp<Literal>>>,
     /// number: upper bound; date: latest date.
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Value>")]
-    pub max: Option<Sp<Literal>>,
+    pub max: Option<Box<Sp<Literal>>>,
     /// number: the answer must be a multiple of this step (from `min`, or 0).
     #[serde(default)]
     #[schemars(with = "Option<f64>")]
-    pub step: Option<Sp<f64>>,
+    pub step: Option<Box<Sp<f64>>>,
     /// number: only whole numbers.
     #[serde(default)]
     pub integer: Option<bool>,
     /// phone: ISO country used when the number has no international prefix (e.g. `NL`).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub country: Option<Sp<String>>,
+    pub country: Option<Box<Sp<String>>>,
     /// choice/multiple: the options.
     #[serde(default)]
     #[schemars(with = "Option<Vec<OptionDoc>>")]
     pub options: Option<Vec<Sp<OptionDoc>>>,
     /// choice/multiple: build the options from a list variable.
     #[serde(default)]
-    pub options_from: Option<OptionsFromDoc>,
+    pub options_from: Option<Box<OptionsFromDoc>>,
     /// multiple: fewest options to pick.
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
-    pub min_picks: Option<Sp<u32>>,
+    pub min_picks: Option<Box<Sp<u32>>>,
     /// multiple: most options to pick.
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
-    pub max_picks: Option<Sp<u32>>,
+    pub max_picks: Option<Box<Sp<u32>>>,
     /// rating: highest value (2..=10, default 5).
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
-    pub scale: Option<Sp<u32>>,
+    pub scale: Option<Box<Sp<u32>>>,
     /// rating: `stars` (default) or `numbers`.
     #[serde(default)]
     pub style: Option<RatingStyle>,
@@ -275,61 +275,61 @@ pub struct StepDoc {
     /// Assign variables from expressions, in order.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
-    pub set: Option<Sp<AssignmentList>>,
+    pub set: Option<Box<Sp<AssignmentList>>>,
     /// Conditional branches; the first whose `if` is true wins.
     #[serde(default)]
     pub branch: Option<Vec<BranchDoc>>,
     /// Step taken when no branch matches (defaults to `next`).
     #[serde(default, rename = "else")]
     #[schemars(with = "Option<String>")]
-    pub else_: Option<Sp<String>>,
+    pub else_: Option<Box<Sp<String>>>,
     /// Jump to a step.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub goto: Option<Sp<String>>,
+    pub goto: Option<Box<Sp<String>>>,
     /// Call a sub-flow.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub call: Option<Sp<String>>,
+    pub call: Option<Box<Sp<String>>>,
     /// Sub-flow inputs: `input_name: expression`.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
-    pub with: Option<Sp<AssignmentList>>,
+    pub with: Option<Box<Sp<AssignmentList>>>,
     /// Sub-flow outputs: `caller_variable: output_name`.
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, String>>")]
-    pub returns: Option<Sp<AssignmentList>>,
+    pub returns: Option<Box<Sp<AssignmentList>>>,
     /// Weighted random split (A/B), sticky per contact.
     #[serde(default)]
     pub split: Option<Vec<SplitArmDoc>>,
     /// Mark a goal (conversion).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub goal: Option<Sp<String>>,
+    pub goal: Option<Box<Sp<String>>>,
     /// Goal value expression (e.g. order amount).
     #[serde(default)]
     #[schemars(with = "Option<serde_json::Value>")]
-    pub value: Option<Sp<ExprText>>,
+    pub value: Option<Box<Sp<ExprText>>>,
     /// End the conversation with this outcome.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub end: Option<Sp<String>>,
+    pub end: Option<Box<Sp<String>>>,
 
     // ---- actions ----
     /// Hand the conversation to a person.
     #[serde(default)]
     #[schemars(with = "Option<HandoffDoc>")]
-    pub handoff: Option<Sp<HandoffDoc>>,
+    pub handoff: Option<Box<Sp<HandoffDoc>>>,
     /// Pause the conversation for a duration or until a local time.
     #[serde(default)]
     #[schemars(with = "Option<WaitDoc>")]
-    pub wait: Option<Sp<WaitDoc>>,
+    pub wait: Option<Box<Sp<WaitDoc>>>,
     /// Make an HTTP request and map the response into variables.
     #[serde(default)]
-    pub http: Option<HttpDoc>,
+    pub http: Option<Box<HttpDoc>>,
     /// Send a webhook (fire and forget; the server retries it durably).
     #[serde(default)]
-    pub webhook: Option<HttpDoc>,
+    pub webhook: Option<Box<HttpDoc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -697,7 +697,7 @@ fn last_question(effects: &[Effect], previous: Option<Question>) -> Option<Quest
     let mut q = previous;
     for e in effects {
         match e {
-            Effect::Ask(a) => q = Some(a.clone()),
+            Effect::Ask(a) => q = Some((**a).clone()),
             Effect::Wait { .. }
             | Effect::Handoff { .. }
             | Effect::End { .. }

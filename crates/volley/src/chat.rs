@@ -199,7 +199,7 @@ impl Session<'_> {
                 }
                 Effect::Ask(q) => {
                     print_question(q);
-                    open = Some(q.clone());
+                    open = Some((**q).clone());
                 }
                 Effect::Handoff { queue, .. } => {
                     println!(

@@ -85,7 +85,7 @@ fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for path in &files {
         let src = std::fs::read_to_string(path)?;
-        let checked = volley_flow::compile(&src);
+        let checked = volley_flow::check(&src);
         let name = path.display().to_string();
         for d in &checked.diagnostics {
             if json {
@@ -98,12 +98,11 @@ fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         }
         errors += checked.errors();
         warnings += checked.warnings();
-        if let Some(flow) = &checked.flow
-            && let Some(other) = ids.insert(flow.id.clone(), path.clone())
+        if let Some(id) = checked.id.clone().filter(|_| checked.errors() == 0)
+            && let Some(other) = ids.insert(id.clone(), path.clone())
         {
             eprintln!(
-                "{name}: error[duplicate-flow]: flow id `{}` is also used by {}",
-                flow.id,
+                "{name}: error[duplicate-flow]: flow id `{id}` is also used by {}",
                 other.display()
             );
             errors += 1;

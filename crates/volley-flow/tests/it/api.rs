@@ -28,7 +28,7 @@ fn messages(effects: &[Effect]) -> Vec<&volley_flow::Message> {
         .iter()
         .filter_map(|e| {
             if let Effect::Message(m) = e {
-                Some(m)
+                Some(&**m)
             } else {
                 None
             }

@@ -79,3 +79,17 @@ fn implicit_question_ids_do_not_collide() {
     let ids: Vec<&str> = flow.step_ids().collect();
     assert_eq!(ids, ["email", "email-2"]);
 }
+
+#[test]
+fn check_and_compile_report_the_same_diagnostics() {
+    let paths = files_with(&data_dir().join("check"), "yaml")
+        .into_iter()
+        .chain(files_with(&examples_dir(), "yaml"));
+    for path in paths {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let (a, b) = (volley_flow::check(&src), volley_flow::compile(&src));
+        assert_eq!(a.diagnostics, b.diagnostics, "{}", path.display());
+        assert!(a.flow.is_none());
+        assert_eq!(a.id, b.id);
+    }
+}
