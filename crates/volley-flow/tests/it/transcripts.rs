@@ -92,3 +92,14 @@ fn a_wrong_expectation_fails_with_its_line() {
         f[1].message
     );
 }
+
+#[test]
+fn a_delay_outside_its_range_fails() {
+    let flow = load(&data_dir().join("details.yaml"));
+    let t = transcript::parse("=== d\nbot: Hi there!\ndelay: 0ms\nbot: Which term, in years?\ndelay: 10s..20s\nbuttons: 15 | 20 | 30\n").unwrap();
+    let results = transcript::run(&t, |_| Ok(&flow));
+    let f = &results[0].failures;
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].line, 5);
+    assert!(f[0].message.starts_with("expected delay 10000ms..20000ms, got "), "{}", f[0].message);
+}
