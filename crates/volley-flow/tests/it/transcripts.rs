@@ -101,5 +101,10 @@ fn a_delay_outside_its_range_fails() {
     let f = &results[0].failures;
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].line, 5);
-    assert!(f[0].message.starts_with("expected delay 10000ms..20000ms, got "), "{}", f[0].message);
+    assert!(
+        f[0].message
+            .starts_with("expected delay 10000ms..20000ms, got "),
+        "{}",
+        f[0].message
+    );
 }

@@ -1,0 +1,186 @@
+//! volley-store: where Volley keeps flows, contacts, conversations and their event log.
+//!
+//! The [`Store`] trait is what the server sees; [`SqliteStore`] is the embedded
+//! default. SQL is kept portable (epoch-ms `BIGINT`, `TEXT` ids and JSON) for a
+//! PostgreSQL implementation. No business rules live here: callers decide what to
+//! write, the store makes it durable and atomic.
+
+mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// Milliseconds since the Unix epoch.
+pub type Ms = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The conversation moved on since the caller read it (another writer).
+    #[error("conversation {0} changed concurrently")]
+    Conflict(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("invalid database url `{0}`")]
+    Url(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One published, immutable version of a flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowVersion {
+    pub flow_id: String,
+    pub version: i64,
+    pub hash: String,
+    pub title: String,
+    pub source: String,
+    pub created_at: Ms,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRow {
+    pub id: String,
+    pub external_id: Option<String>,
+    /// JSON profile (`volley_flow::Contact` without the id).
+    pub profile: String,
+    pub created_at: Ms,
+    pub updated_at: Ms,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewContact {
+    pub id: String,
+    pub token_hash: Option<String>,
+    pub external_id: Option<String>,
+    pub profile: String,
+    pub at: Ms,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRow {
+    pub id: String,
+    pub flow_id: String,
+    pub flow_version: i64,
+    pub contact_id: String,
+    pub status: String,
+    pub last_seq: i64,
+    /// Engine state (JSON) as of `last_seq`.
+    pub state: String,
+    pub created_at: Ms,
+    pub updated_at: Ms,
+}
+
+/// An event to append to a conversation's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: String,
+    pub at: Ms,
+    /// When a participant may see it (pacing); equal to `at` for bookkeeping events.
+    pub visible_at: Ms,
+    /// The client message id of a participant input, for idempotent retries.
+    pub client_id: Option<String>,
+    /// JSON.
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub kind: String,
+    pub at: Ms,
+    pub visible_at: Ms,
+    pub client_id: Option<String>,
+    pub data: String,
+}
+
+/// An atomic write to one conversation: its new events (numbered from
+/// `after_seq + 1`), its state snapshot and status. With `create`, the conversation
+/// row is inserted (and `after_seq` must be 0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    pub conversation_id: String,
+    pub after_seq: i64,
+    pub events: Vec<NewEvent>,
+    pub state: String,
+    pub status: String,
+    pub at: Ms,
+    pub create: Option<NewConversation>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConversation {
+    pub flow_id: String,
+    pub flow_version: i64,
+    pub contact_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub scopes: String,
+    pub created_at: Ms,
+}
+
+/// Everything the server persists.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Publishes a flow version. When `hash` equals the latest version's hash, nothing
+    /// is written and the latest version is returned (`false`); else a new version
+    /// (`true`).
+    async fn publish_flow(
+        &self,
+        flow_id: &str,
+        title: &str,
+        hash: &str,
+        source: &str,
+        at: Ms,
+    ) -> Result<(FlowVersion, bool)>;
+    /// The latest version of every flow.
+    async fn latest_flows(&self) -> Result<Vec<FlowVersion>>;
+    async fn flow_version(&self, flow_id: &str, version: i64) -> Result<Option<FlowVersion>>;
+    /// All versions of a flow, oldest first (without sources).
+    async fn flow_versions(&self, flow_id: &str) -> Result<Vec<FlowVersion>>;
+
+    async fn create_contact(&self, contact: NewContact) -> Result<()>;
+    async fn contact(&self, id: &str) -> Result<Option<ContactRow>>;
+    async fn contact_by_token(&self, token_hash: &str) -> Result<Option<ContactRow>>;
+    async fn contact_by_external_id(&self, external_id: &str) -> Result<Option<ContactRow>>;
+    async fn update_contact_profile(&self, id: &str, profile: &str, at: Ms) -> Result<()>;
+
+    async fn conversation(&self, id: &str) -> Result<Option<ConversationRow>>;
+    /// The most recently updated conversation of a contact with a flow.
+    async fn latest_conversation(
+        &self,
+        contact_id: &str,
+        flow_id: &str,
+    ) -> Result<Option<ConversationRow>>;
+    /// Appends atomically; concurrent appends from many conversations are committed
+    /// together (group commit). Returns once durable.
+    async fn append(&self, append: Append) -> Result<()>;
+    async fn events_after(
+        &self,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>>;
+    /// The sequence number of the input with this client message id, if recorded.
+    async fn client_message(&self, conversation_id: &str, client_id: &str) -> Result<Option<i64>>;
+
+    async fn insert_api_key(
+        &self,
+        id: &str,
+        hash: &str,
+        name: &str,
+        scopes: &str,
+        at: Ms,
+    ) -> Result<()>;
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>>;
+    async fn api_key_count(&self) -> Result<i64>;
+
+    /// Waits for pending writes and closes the database.
+    async fn close(&self);
+}

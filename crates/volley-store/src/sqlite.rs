@@ -1,0 +1,641 @@
+//! The embedded SQLite store: WAL, one writer task with group commit, pooled readers.
+//!
+//! Every write goes through one task that owns the write connection. It takes all
+//! writes waiting in its queue (up to [`MAX_BATCH`]) and commits them in one
+//! transaction, so many conversations share one fsync. Each caller is answered only
+//! after the commit, so an acknowledged write is on disk. A batch that fails is
+//! retried job by job, so one bad write never takes others down with it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::*;
+
+/// Most writes committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Writes waiting for the writer before callers are slowed down (backpressure).
+pub const QUEUE: usize = 16_384;
+/// Events inserted per SQL statement (7 parameters each).
+const ROWS_PER_INSERT: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `sqlite://path.db`, a plain path, or `sqlite::memory:` (tests).
+    pub url: String,
+    /// `synchronous=FULL` (fsync on every commit) when true; NORMAL otherwise.
+    pub durable: bool,
+    /// Reader connections.
+    pub readers: u32,
+}
+
+impl SqliteOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        SqliteOptions {
+            url: url.into(),
+            durable: true,
+            readers: 4,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    writes: mpsc::Sender<Job>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+enum Write {
+    Append(Append),
+    Publish {
+        flow_id: String,
+        title: String,
+        hash: String,
+        source: String,
+        at: Ms,
+    },
+    Contact(NewContact),
+    ContactProfile {
+        id: String,
+        profile: String,
+        at: Ms,
+    },
+    ApiKey {
+        id: String,
+        hash: String,
+        name: String,
+        scopes: String,
+        at: Ms,
+    },
+    /// Commit everything queued before this, then stop.
+    Shutdown,
+}
+
+enum Output {
+    Done,
+    Published(FlowVersion, bool),
+}
+
+struct Job {
+    write: Write,
+    done: oneshot::Sender<Result<Output>>,
+}
+
+fn connect_options(url: &str, durable: bool) -> Result<SqliteConnectOptions> {
+    let url = if url.starts_with("sqlite:") {
+        url.to_string()
+    } else {
+        format!("sqlite://{url}")
+    };
+    let opts = SqliteConnectOptions::from_str(&url).map_err(|_| StoreError::Url(url.clone()))?;
+    Ok(opts
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if durable {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        })
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+        .pragma("temp_store", "memory"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs migrations.
+    pub async fn open(options: SqliteOptions) -> Result<Self> {
+        let opts = connect_options(&options.url, options.durable)?;
+        let mut write = SqliteConnection::connect_with(&opts).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut write)
+            .await?;
+        let memory = options.url.contains(":memory:");
+        // An in-memory database exists once per connection: read through the writer's.
+        let read = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { options.readers.max(1) })
+            .connect_with(opts.read_only(!memory))
+            .await?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(writer_loop(write, rx));
+        Ok(SqliteStore {
+            read,
+            writes: tx,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    async fn submit(&self, write: Write) -> Result<Output> {
+        let (done, wait) = oneshot::channel();
+        self.writes
+            .send(Job { write, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut shutdown: Option<Job> = None;
+    while shutdown.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Some(at) = jobs.iter().position(|j| matches!(j.write, Write::Shutdown)) {
+            // Later jobs are dropped: their callers see `Closed`.
+            jobs.truncate(at + 1);
+            shutdown = jobs.pop();
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        match run_batch(&mut conn, &jobs).await {
+            Ok(outputs) => {
+                for (job, out) in jobs.drain(..).zip(outputs) {
+                    let _ = job.done.send(Ok(out));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                let job = jobs.pop().expect("one job");
+                let _ = job.done.send(Err(e));
+            }
+            Err(_) => {
+                // Find the failing write: retry each in its own transaction.
+                for job in jobs.drain(..) {
+                    let result = run_batch(&mut conn, std::slice::from_ref(&job)).await;
+                    let _ = job
+                        .done
+                        .send(result.map(|mut o| o.pop().expect("one output")));
+                }
+            }
+        }
+    }
+    rx.close();
+    let _ = conn.close().await;
+    if let Some(job) = shutdown {
+        let _ = job.done.send(Ok(Output::Done));
+    }
+}
+
+async fn run_batch(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Output>> {
+    let mut tx = conn.begin().await?;
+    let mut outputs = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outputs.push(apply(&mut tx, &job.write).await?);
+    }
+    tx.commit().await?;
+    Ok(outputs)
+}
+
+async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
+    match write {
+        Write::Append(a) => {
+            let last_seq = a.after_seq + a.events.len() as i64;
+            match &a.create {
+                Some(c) => {
+                    sqlx::query(
+                        "INSERT INTO conversations (id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&a.conversation_id)
+                    .bind(&c.flow_id)
+                    .bind(c.flow_version)
+                    .bind(&c.contact_id)
+                    .bind(&a.status)
+                    .bind(last_seq)
+                    .bind(&a.state)
+                    .bind(a.at)
+                    .bind(a.at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    let done = sqlx::query(
+                        "UPDATE conversations SET last_seq = ?, state = ?, status = ?, updated_at = ?
+                         WHERE id = ? AND last_seq = ?",
+                    )
+                    .bind(last_seq)
+                    .bind(&a.state)
+                    .bind(&a.status)
+                    .bind(a.at)
+                    .bind(&a.conversation_id)
+                    .bind(a.after_seq)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::Conflict(a.conversation_id.clone()));
+                    }
+                }
+            }
+            for (chunk_no, chunk) in a.events.chunks(ROWS_PER_INSERT).enumerate() {
+                let mut sql = String::from(
+                    "INSERT INTO events (conversation_id, seq, kind, at, visible_at, client_id, data) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    sql.push_str(if i == 0 {
+                        "(?, ?, ?, ?, ?, ?, ?)"
+                    } else {
+                        ", (?, ?, ?, ?, ?, ?, ?)"
+                    });
+                }
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (i, e) in chunk.iter().enumerate() {
+                    let seq = a.after_seq + 1 + (chunk_no * ROWS_PER_INSERT + i) as i64;
+                    q = q
+                        .bind(&a.conversation_id)
+                        .bind(seq)
+                        .bind(&e.kind)
+                        .bind(e.at)
+                        .bind(e.visible_at)
+                        .bind(&e.client_id)
+                        .bind(&e.data);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            Ok(Output::Done)
+        }
+        Write::Publish {
+            flow_id,
+            title,
+            hash,
+            source,
+            at,
+        } => {
+            let latest: Option<(i64, String, i64)> = sqlx::query_as(
+                "SELECT v.version, v.hash, v.created_at FROM flows f
+                 JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.latest_version WHERE f.id = ?",
+            )
+            .bind(flow_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((version, old_hash, created_at)) = &latest
+                && old_hash == hash
+            {
+                let v = FlowVersion {
+                    flow_id: flow_id.clone(),
+                    version: *version,
+                    hash: hash.clone(),
+                    title: title.clone(),
+                    source: source.clone(),
+                    created_at: *created_at,
+                };
+                return Ok(Output::Published(v, false));
+            }
+            let version = latest.map_or(1, |l| l.0 + 1);
+            sqlx::query(
+                "INSERT INTO flows (id, title, latest_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET title = excluded.title, latest_version = excluded.latest_version,
+                 updated_at = excluded.updated_at",
+            )
+            .bind(flow_id)
+            .bind(title)
+            .bind(version)
+            .bind(at)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO flow_versions (flow_id, version, hash, source, created_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(flow_id)
+                .bind(version)
+                .bind(hash)
+                .bind(source)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            let v = FlowVersion {
+                flow_id: flow_id.clone(),
+                version,
+                hash: hash.clone(),
+                title: title.clone(),
+                source: source.clone(),
+                created_at: *at,
+            };
+            Ok(Output::Published(v, true))
+        }
+        Write::Contact(c) => {
+            sqlx::query(
+                "INSERT INTO contacts (id, token_hash, external_id, profile, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&c.id)
+            .bind(&c.token_hash)
+            .bind(&c.external_id)
+            .bind(&c.profile)
+            .bind(c.at)
+            .bind(c.at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Done)
+        }
+        Write::ContactProfile { id, profile, at } => {
+            sqlx::query("UPDATE contacts SET profile = ?, updated_at = ? WHERE id = ?")
+                .bind(profile)
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Done)
+        }
+        Write::Shutdown => Ok(Output::Done),
+        Write::ApiKey {
+            id,
+            hash,
+            name,
+            scopes,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO api_keys (id, hash, name, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(hash)
+            .bind(name)
+            .bind(scopes)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Done)
+        }
+    }
+}
+
+type ConversationTuple = (String, String, i64, String, String, i64, String, i64, i64);
+
+fn conversation_row(t: ConversationTuple) -> ConversationRow {
+    ConversationRow {
+        id: t.0,
+        flow_id: t.1,
+        flow_version: t.2,
+        contact_id: t.3,
+        status: t.4,
+        last_seq: t.5,
+        state: t.6,
+        created_at: t.7,
+        updated_at: t.8,
+    }
+}
+
+const CONVERSATION_COLUMNS: &str =
+    "id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at";
+
+type ContactTuple = (String, Option<String>, String, i64, i64);
+
+fn contact_row(t: ContactTuple) -> ContactRow {
+    ContactRow {
+        id: t.0,
+        external_id: t.1,
+        profile: t.2,
+        created_at: t.3,
+        updated_at: t.4,
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn publish_flow(
+        &self,
+        flow_id: &str,
+        title: &str,
+        hash: &str,
+        source: &str,
+        at: Ms,
+    ) -> Result<(FlowVersion, bool)> {
+        let write = Write::Publish {
+            flow_id: flow_id.into(),
+            title: title.into(),
+            hash: hash.into(),
+            source: source.into(),
+            at,
+        };
+        match self.submit(write).await? {
+            Output::Published(v, new) => Ok((v, new)),
+            Output::Done => unreachable!("publish answers with a version"),
+        }
+    }
+
+    async fn latest_flows(&self) -> Result<Vec<FlowVersion>> {
+        let rows: Vec<(String, i64, String, String, String, i64)> = sqlx::query_as(
+            "SELECT f.id, v.version, v.hash, f.title, v.source, v.created_at FROM flows f
+             JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.latest_version ORDER BY f.id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FlowVersion {
+                flow_id: r.0,
+                version: r.1,
+                hash: r.2,
+                title: r.3,
+                source: r.4,
+                created_at: r.5,
+            })
+            .collect())
+    }
+
+    async fn flow_version(&self, flow_id: &str, version: i64) -> Result<Option<FlowVersion>> {
+        let row: Option<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT v.hash, f.title, v.source, v.created_at FROM flow_versions v JOIN flows f ON f.id = v.flow_id
+             WHERE v.flow_id = ? AND v.version = ?",
+        )
+        .bind(flow_id)
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| FlowVersion {
+            flow_id: flow_id.into(),
+            version,
+            hash: r.0,
+            title: r.1,
+            source: r.2,
+            created_at: r.3,
+        }))
+    }
+
+    async fn flow_versions(&self, flow_id: &str) -> Result<Vec<FlowVersion>> {
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT v.version, v.hash, f.title, v.created_at FROM flow_versions v JOIN flows f ON f.id = v.flow_id
+             WHERE v.flow_id = ? ORDER BY v.version",
+        )
+        .bind(flow_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FlowVersion {
+                flow_id: flow_id.into(),
+                version: r.0,
+                hash: r.1,
+                title: r.2,
+                source: String::new(),
+                created_at: r.3,
+            })
+            .collect())
+    }
+
+    async fn create_contact(&self, contact: NewContact) -> Result<()> {
+        self.submit(Write::Contact(contact)).await.map(|_| ())
+    }
+
+    async fn contact(&self, id: &str) -> Result<Option<ContactRow>> {
+        let row: Option<ContactTuple> = sqlx::query_as(
+            "SELECT id, external_id, profile, created_at, updated_at FROM contacts WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(contact_row))
+    }
+
+    async fn contact_by_token(&self, token_hash: &str) -> Result<Option<ContactRow>> {
+        let row: Option<ContactTuple> =
+            sqlx::query_as("SELECT id, external_id, profile, created_at, updated_at FROM contacts WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(contact_row))
+    }
+
+    async fn contact_by_external_id(&self, external_id: &str) -> Result<Option<ContactRow>> {
+        let row: Option<ContactTuple> =
+            sqlx::query_as("SELECT id, external_id, profile, created_at, updated_at FROM contacts WHERE external_id = ?")
+                .bind(external_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(contact_row))
+    }
+
+    async fn update_contact_profile(&self, id: &str, profile: &str, at: Ms) -> Result<()> {
+        self.submit(Write::ContactProfile {
+            id: id.into(),
+            profile: profile.into(),
+            at,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<ConversationRow>> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?");
+        let row: Option<ConversationTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(conversation_row))
+    }
+
+    async fn latest_conversation(
+        &self,
+        contact_id: &str,
+        flow_id: &str,
+    ) -> Result<Option<ConversationRow>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE contact_id = ? AND flow_id = ?
+             ORDER BY updated_at DESC, created_at DESC LIMIT 1"
+        );
+        let row: Option<ConversationTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(contact_id)
+            .bind(flow_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(conversation_row))
+    }
+
+    async fn append(&self, append: Append) -> Result<()> {
+        self.submit(Write::Append(append)).await.map(|_| ())
+    }
+
+    async fn events_after(
+        &self,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let rows: Vec<(i64, String, i64, i64, Option<String>, String)> = sqlx::query_as(
+            "SELECT seq, kind, at, visible_at, client_id, data FROM events
+             WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(conversation_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EventRow {
+                seq: r.0,
+                kind: r.1,
+                at: r.2,
+                visible_at: r.3,
+                client_id: r.4,
+                data: r.5,
+            })
+            .collect())
+    }
+
+    async fn client_message(&self, conversation_id: &str, client_id: &str) -> Result<Option<i64>> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT seq FROM events WHERE conversation_id = ? AND client_id = ?")
+                .bind(conversation_id)
+                .bind(client_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn insert_api_key(
+        &self,
+        id: &str,
+        hash: &str,
+        name: &str,
+        scopes: &str,
+        at: Ms,
+    ) -> Result<()> {
+        let write = Write::ApiKey {
+            id: id.into(),
+            hash: hash.into(),
+            name: name.into(),
+            scopes: scopes.into(),
+            at,
+        };
+        self.submit(write).await.map(|_| ())
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>> {
+        let row: Option<(String, String, String, i64)> =
+            sqlx::query_as("SELECT id, name, scopes, created_at FROM api_keys WHERE hash = ?")
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|r| ApiKeyRow {
+            id: r.0,
+            name: r.1,
+            scopes: r.2,
+            created_at: r.3,
+        }))
+    }
+
+    async fn api_key_count(&self) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.0)
+    }
+
+    async fn close(&self) {
+        let _ = self.submit(Write::Shutdown).await;
+        if let Some(writer) = self.writer.lock().await.take() {
+            let _ = writer.await;
+        }
+        self.read.close().await;
+    }
+}

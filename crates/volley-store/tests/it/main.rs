@@ -1,0 +1,180 @@
+//! The SQLite store against a real database file.
+
+use volley_store::*;
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(SqliteOptions::new(
+        dir.path().join("t.db").display().to_string(),
+    ))
+    .await
+    .unwrap()
+}
+
+fn event(kind: &str, client_id: Option<&str>) -> NewEvent {
+    NewEvent {
+        kind: kind.into(),
+        at: 1,
+        visible_at: 1,
+        client_id: client_id.map(Into::into),
+        data: "{}".into(),
+    }
+}
+
+async fn contact(store: &SqliteStore, id: &str) {
+    store
+        .create_contact(NewContact {
+            id: id.into(),
+            token_hash: Some(format!("h-{id}")),
+            external_id: None,
+            profile: "{}".into(),
+            at: 1,
+        })
+        .await
+        .unwrap();
+}
+
+fn start(id: &str, contact: &str, events: Vec<NewEvent>) -> Append {
+    Append {
+        conversation_id: id.into(),
+        after_seq: 0,
+        events,
+        state: "{}".into(),
+        status: "active".into(),
+        at: 1,
+        create: Some(NewConversation {
+            flow_id: "f".into(),
+            flow_version: 1,
+            contact_id: contact.into(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn appends_are_durable_ordered_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    contact(&store, "c1").await;
+    store
+        .append(start(
+            "v1",
+            "c1",
+            vec![event("message", None), event("ask", None)],
+        ))
+        .await
+        .unwrap();
+    let next = Append {
+        after_seq: 2,
+        create: None,
+        events: vec![event("input", Some("m1")), event("message", None)],
+        ..start("v1", "c1", vec![])
+    };
+    store.append(next.clone()).await.unwrap();
+    // The same write again conflicts: the log moved on, nothing is duplicated.
+    assert!(matches!(
+        store.append(next).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let events = store.events_after("v1", 0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.seq, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "message"), (2, "ask"), (3, "input"), (4, "message")]
+    );
+    assert_eq!(store.client_message("v1", "m1").await.unwrap(), Some(3));
+    assert_eq!(store.conversation("v1").await.unwrap().unwrap().last_seq, 4);
+    store.close().await;
+    // Reopened, everything is still there.
+    let store = open(&dir).await;
+    assert_eq!(store.events_after("v1", 2, 100).await.unwrap().len(), 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_appends_commit_together_and_one_failure_spares_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(&dir).await);
+    contact(&store, "c").await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Conversation 13 refers to a contact that does not exist: only it fails.
+            let who = if i == 13 { "nobody" } else { "c" };
+            store
+                .append(start(
+                    &format!("v{i}"),
+                    who,
+                    vec![event("message", None); 3],
+                ))
+                .await
+        }));
+    }
+    let mut failed = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if t.await.unwrap().is_err() {
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, [13]);
+    for i in [0, 12, 14, 199] {
+        assert_eq!(
+            store
+                .events_after(&format!("v{i}"), 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            3,
+            "v{i}"
+        );
+    }
+    assert!(store.conversation("v13").await.unwrap().is_none());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn publishing_the_same_source_twice_keeps_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let (v1, new1) = store.publish_flow("f", "F", "h1", "src1", 1).await.unwrap();
+    let (again, new2) = store.publish_flow("f", "F", "h1", "src1", 2).await.unwrap();
+    let (v2, new3) = store
+        .publish_flow("f", "F2", "h2", "src2", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v1.version, new1, again.version, new2, v2.version, new3),
+        (1, true, 1, false, 2, true)
+    );
+    assert_eq!(
+        store.flow_version("f", 1).await.unwrap().unwrap().source,
+        "src1"
+    );
+    let latest = store.latest_flows().await.unwrap();
+    assert_eq!(
+        (latest.len(), latest[0].version, latest[0].title.as_str()),
+        (1, 2, "F2")
+    );
+    assert_eq!(store.flow_versions("f").await.unwrap().len(), 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn writes_after_close_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store.close().await;
+    assert!(matches!(
+        store
+            .create_contact(NewContact {
+                id: "x".into(),
+                token_hash: None,
+                external_id: None,
+                profile: "{}".into(),
+                at: 1
+            })
+            .await,
+        Err(StoreError::Closed)
+    ));
+}
