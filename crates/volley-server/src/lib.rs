@@ -1,1 +1,172 @@
-//! Server.
+//! volley-server: the HTTP API, the WebSocket protocol and the web widget, on one port.
+//!
+//! Flow semantics live in volley-flow and persistence in volley-store; this crate
+//! connects them to the network: it applies participant inputs through the engine,
+//! logs the results durably, paces and delivers them, and serves the embedded web
+//! files. See ARCHITECTURE.md for the map.
+
+mod api;
+mod assets;
+mod clock;
+mod config;
+mod contacts;
+mod conversation;
+mod error;
+mod flows;
+mod ids;
+mod session;
+mod wire;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::watch;
+use volley_store::{SqliteOptions, SqliteStore, Store};
+
+pub use clock::{Clock, SystemClock};
+pub use config::{Config, Limits};
+pub use error::ApiError;
+pub use flows::DEMO_FLOWS;
+
+/// Everything a request handler can reach.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub flows: flows::Registry,
+    pub convs: conversation::Conversations,
+    /// Flips to `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Open WebSocket connections.
+    pub connections: AtomicUsize,
+}
+
+/// The router: every route of the server.
+pub fn router(app: Arc<App>) -> Router {
+    let body_limit = app.config.limits.max_frame_bytes.max(1024 * 1024);
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/f/{flow}", get(assets::chat))
+        .route("/widget.js", get(assets::widget))
+        .route("/ws", get(ws::handler))
+        .route("/api/openapi.json", get(api::openapi))
+        .route("/api/flows", get(api::list_flows).post(api::publish_flow))
+        .route("/api/flows/{id}", get(api::flow_detail))
+        .route("/api/conversations", post(api::start))
+        .route("/api/conversations/{id}/inputs", post(api::input))
+        .route("/api/conversations/{id}/events", get(api::events))
+        .route("/api/conversations/{id}/stream", get(api::stream))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .with_state(app)
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    /// The admin key generated on first start (shown once), if any.
+    pub new_admin_key: Option<String>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, closes connections, waits for in-flight writes, closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.app.store.close().await;
+    }
+
+    /// Waits until the server stops by itself (it does not, unless shut down).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, publishes flows, and starts serving.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, String> {
+    let mut options = SqliteOptions::new(config.database.clone());
+    options.durable = config.durable;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(options)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", config.database))?,
+    );
+    start_with_store(config, clock, store).await
+}
+
+pub async fn start_with_store(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<Running, String> {
+    let (stop, shutdown) = watch::channel(false);
+    let app = Arc::new(App {
+        config,
+        store,
+        clock,
+        flows: flows::Registry::default(),
+        convs: conversation::Conversations::default(),
+        shutdown,
+        connections: AtomicUsize::new(0),
+    });
+    let now = app.clock.now_ms();
+    app.flows
+        .load(app.store.as_ref())
+        .await
+        .map_err(|e| e.message)?;
+    if app.config.demo {
+        for (file, src) in DEMO_FLOWS {
+            app.flows
+                .publish(app.store.as_ref(), file, src, now)
+                .await
+                .map_err(|e| e.message)?;
+        }
+    }
+    if let Some(dir) = &app.config.flows {
+        app.flows.publish_dir(app.store.as_ref(), dir, now).await?;
+    }
+    let new_admin_key = contacts::bootstrap_admin_key(&app)
+        .await
+        .map_err(|e| e.message)?;
+
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", app.config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let router = router(app.clone());
+    let mut stopping = app.shutdown.clone();
+    let sweeper_app = app.clone();
+    let task = tokio::spawn(async move {
+        let sweeper = tokio::spawn(async move {
+            let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                sweeper_app.convs.sweep(sweeper_app.clock.now_ms(), idle);
+            }
+        });
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(%e, "server stopped");
+        }
+        sweeper.abort();
+    });
+    Ok(Running {
+        addr,
+        app,
+        new_admin_key,
+        stop,
+        task,
+    })
+}

@@ -2,6 +2,7 @@
 
 mod chat;
 mod files;
+mod serve;
 mod test_cmd;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Print the JSON Schema of flow files (for editor autocompletion).
     Schema,
+    /// Run the server: the HTTP API, the WebSocket protocol and the web widget.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             let update = update || std::env::var("VOLLEY_UPDATE").is_ok_and(|v| v == "1");
             test_cmd::run(&paths, update)
         }
+        Command::Serve(args) => serve::run(args),
         Command::Schema => {
             println!(
                 "{}",

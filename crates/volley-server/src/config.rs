@@ -1,0 +1,109 @@
+//! Server configuration: defaults, an optional TOML file, environment variables and
+//! flags, in increasing precedence (the CLI merges them into one [`Config`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://path.db` (created if missing).
+    pub database: String,
+    /// A directory of flow files published at start-up.
+    pub flows: Option<PathBuf>,
+    /// Publish the built-in demo flows at start-up.
+    pub demo: bool,
+    /// The URL people reach this server at (for embed snippets and links).
+    pub public_url: Option<String>,
+    /// Admin API key; generated and printed once on first start when absent.
+    pub admin_key: Option<String>,
+    /// Secret for verifying signed identities (HMAC-SHA256 of the user id).
+    pub identity_secret: Option<String>,
+    /// Human-like pacing of bot messages (turn off for load tests).
+    pub pacing: bool,
+    /// fsync every commit (SQLite `synchronous=FULL`).
+    pub durable: bool,
+    /// JSON logs instead of human-readable ones.
+    pub log_json: bool,
+    pub limits: Limits,
+}
+
+/// Every limit the server enforces (documented in docs/protocol.md and docs/operations.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent WebSocket connections.
+    pub max_connections: usize,
+    /// Largest accepted WebSocket frame or HTTP body, in bytes.
+    pub max_frame_bytes: usize,
+    /// Outgoing frames queued per connection before the client is disconnected.
+    pub queue_frames: usize,
+    /// Messages per second per connection (sustained).
+    pub messages_per_second: u32,
+    /// Messages a connection may send in a burst.
+    pub message_burst: u32,
+    /// Seconds to send `hello` after connecting.
+    pub hello_timeout_secs: u64,
+    /// Seconds without any frame from the client before closing.
+    pub idle_timeout_secs: u64,
+    /// Seconds between server pings.
+    pub ping_interval_secs: u64,
+    /// Longest long-poll wait, in seconds.
+    pub max_poll_secs: u64,
+    /// Conversations kept in memory without any activity or subscriber (seconds).
+    pub idle_conversation_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 50_000,
+            max_frame_bytes: 16 * 1024,
+            queue_frames: 512,
+            messages_per_second: 20,
+            message_burst: 40,
+            hello_timeout_secs: 10,
+            idle_timeout_secs: 90,
+            ping_interval_secs: 25,
+            max_poll_secs: 30,
+            idle_conversation_secs: 600,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            database: "sqlite://volley.db".into(),
+            flows: None,
+            demo: true,
+            public_url: None,
+            admin_key: None,
+            identity_secret: None,
+            pacing: true,
+            durable: true,
+            log_json: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML configuration file (unknown keys are errors).
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The base URL shown to people: `public_url`, else derived from `listen`.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}

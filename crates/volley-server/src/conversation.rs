@@ -1,0 +1,533 @@
+//! Live conversations: applying inputs through the engine, logging the results
+//! durably, and fanning them out to every connected client.
+//!
+//! Invariants:
+//! - Inputs to one conversation are applied one at a time (its `inner` lock), so its
+//!   sequence numbers are assigned without gaps or races.
+//! - Nothing is acknowledged or sent before the store has committed it.
+//! - Subscribers are added under the same lock, so a client either reads an event from
+//!   the log or receives it live — never both, never neither.
+//! - Each subscriber has a bounded queue; a client that cannot keep up is dropped
+//!   (it reconnects and resumes from its last `seq`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use volley_flow::{Awaiting, Effect, Input, Question, State};
+use volley_store::{Append, EventRow, NewConversation, NewEvent};
+
+use crate::App;
+use crate::error::ApiError;
+use crate::flows::Published;
+use crate::ids::new_id;
+use crate::wire;
+
+/// Inputs remembered per conversation for idempotent retries.
+const RECENT_INPUTS: usize = 64;
+/// Log entries read per page when replaying history.
+pub const PAGE: i64 = 500;
+
+/// A visible log entry ready to send: its frame, and when it may be shown.
+#[derive(Debug)]
+pub struct Delivery {
+    pub seq: i64,
+    pub visible_at: i64,
+    /// When the typing indicator should start (messages with a typing pause).
+    pub typing_from: Option<i64>,
+    pub frame: Arc<str>,
+}
+
+impl Delivery {
+    /// A delivery for a stored log row, if participants may see it.
+    pub fn from_row(row: &EventRow) -> Option<Delivery> {
+        let data: Value = serde_json::from_str(&row.data).ok()?;
+        Self::build(row.seq, row.at, row.visible_at, &row.kind, &data)
+    }
+
+    fn build(seq: i64, at: i64, visible_at: i64, kind: &str, data: &Value) -> Option<Delivery> {
+        let body = wire::visible_body(kind, data)?;
+        let delay = data["delay_ms"].as_i64().unwrap_or(0);
+        let typing_from =
+            (kind == "message" && data["typing"].as_bool() == Some(true) && delay > 0)
+                .then(|| visible_at - delay);
+        Some(Delivery {
+            seq,
+            visible_at,
+            typing_from,
+            frame: wire::event_frame(seq, at, &body).into(),
+        })
+    }
+}
+
+/// What a participant (or the system) asks a conversation to do.
+pub enum Action {
+    /// An answer to the question asked at `step`.
+    Answer {
+        step: String,
+        input: Input,
+    },
+    Back,
+    Skip,
+    /// An input from the server itself (a timer, an HTTP response, an agent).
+    System(Input),
+}
+
+/// The conversation's state as a status word (stored and sent in `welcome`).
+pub fn status_of(awaiting: &Awaiting) -> &'static str {
+    match awaiting {
+        Awaiting::Answer { .. } | Awaiting::Http { .. } => "active",
+        Awaiting::Wait { .. } => "waiting",
+        Awaiting::Human { .. } => "human",
+        Awaiting::Ended { .. } => "ended",
+    }
+}
+
+struct Loaded {
+    flow: Arc<Published>,
+    state: State,
+    open_ask: Option<Box<Question>>,
+    recent: VecDeque<(String, i64)>,
+}
+
+struct Inner {
+    last_seq: i64,
+    status: &'static str,
+    flow_version: i64,
+    /// Time until which earlier messages are still being "typed" (pacing).
+    pace_cursor: i64,
+    loaded: Option<Loaded>,
+}
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<Delivery>>,
+}
+
+/// One conversation held in memory while it is active or watched.
+pub struct Conv {
+    pub id: String,
+    pub contact_id: String,
+    pub flow_id: String,
+    inner: tokio::sync::Mutex<Inner>,
+    subscribers: Mutex<Vec<Subscriber>>,
+    touched: AtomicI64,
+    /// Highest `seq` a client confirmed it has shown.
+    acked: AtomicI64,
+}
+
+/// All conversations in memory.
+#[derive(Default)]
+pub struct Conversations {
+    map: Mutex<HashMap<String, Arc<Conv>>>,
+    next_subscriber: AtomicU64,
+}
+
+fn status_str(s: &str) -> &'static str {
+    match s {
+        "waiting" => "waiting",
+        "human" => "human",
+        "ended" => "ended",
+        _ => "active",
+    }
+}
+
+impl Conversations {
+    /// The conversation, from memory or the store. Its state loads on first input.
+    pub async fn get(&self, app: &App, id: &str) -> Result<Option<Arc<Conv>>, ApiError> {
+        if let Some(c) = self.map.lock().expect("conversations lock").get(id) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(row) = app.store.conversation(id).await? else {
+            return Ok(None);
+        };
+        let conv = Arc::new(Conv {
+            id: row.id.clone(),
+            contact_id: row.contact_id,
+            flow_id: row.flow_id,
+            inner: tokio::sync::Mutex::new(Inner {
+                last_seq: row.last_seq,
+                status: status_str(&row.status),
+                flow_version: row.flow_version,
+                pace_cursor: 0,
+                loaded: None,
+            }),
+            subscribers: Mutex::new(Vec::new()),
+            touched: AtomicI64::new(app.clock.now_ms()),
+            acked: AtomicI64::new(0),
+        });
+        let mut map = self.map.lock().expect("conversations lock");
+        Ok(Some(map.entry(row.id).or_insert(conv).clone()))
+    }
+
+    /// Starts a new conversation of `flow` for a contact.
+    pub async fn start(
+        &self,
+        app: &App,
+        contact_id: &str,
+        contact: volley_flow::Contact,
+        flow: Arc<Published>,
+    ) -> Result<Arc<Conv>, ApiError> {
+        let id = new_id("cv");
+        let now = app.clock.now();
+        let turn = flow.flow.start(contact, now, rand::random());
+        let entries: Vec<wire::Entry> = turn.effects.iter().map(wire::from_effect).collect();
+        let (events, deliveries, cursor) = paced(app, &entries, now.as_millisecond(), 0, 0, None);
+        let status = status_of(&turn.state.awaiting(&flow.flow));
+        app.store
+            .append(Append {
+                conversation_id: id.clone(),
+                after_seq: 0,
+                state: serde_json::to_string(&turn.state)
+                    .map_err(|e| ApiError::internal("state", e))?,
+                status: status.into(),
+                at: now.as_millisecond(),
+                create: Some(NewConversation {
+                    flow_id: flow.id.clone(),
+                    flow_version: flow.version,
+                    contact_id: contact_id.into(),
+                }),
+                events,
+            })
+            .await?;
+        let open_ask = last_ask(&turn.effects);
+        let conv = Arc::new(Conv {
+            id: id.clone(),
+            contact_id: contact_id.into(),
+            flow_id: flow.id.clone(),
+            inner: tokio::sync::Mutex::new(Inner {
+                last_seq: entries.len() as i64,
+                status,
+                flow_version: flow.version,
+                pace_cursor: cursor,
+                loaded: Some(Loaded {
+                    flow,
+                    state: turn.state,
+                    open_ask,
+                    recent: VecDeque::new(),
+                }),
+            }),
+            subscribers: Mutex::new(Vec::new()),
+            touched: AtomicI64::new(now.as_millisecond()),
+            acked: AtomicI64::new(0),
+        });
+        drop(deliveries);
+        self.map
+            .lock()
+            .expect("conversations lock")
+            .insert(id, conv.clone());
+        Ok(conv)
+    }
+
+    pub fn next_subscriber_id(&self) -> u64 {
+        self.next_subscriber.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Forgets conversations nobody watches and nobody used recently (their state is
+    /// in the store). Returns how many remain in memory.
+    pub fn sweep(&self, now_ms: i64, idle_ms: i64) -> usize {
+        let mut map = self.map.lock().expect("conversations lock");
+        map.retain(|_, c| {
+            let watched = !c.subscribers.lock().expect("subscribers lock").is_empty();
+            watched || now_ms - c.touched.load(Ordering::Relaxed) < idle_ms
+        });
+        map.len()
+    }
+
+    pub fn in_memory(&self) -> usize {
+        self.map.lock().expect("conversations lock").len()
+    }
+}
+
+/// Assigns sequence numbers and pacing times to new log entries.
+fn paced(
+    app: &App,
+    entries: &[wire::Entry],
+    now_ms: i64,
+    after_seq: i64,
+    pace_cursor: i64,
+    client_id: Option<&str>,
+) -> (Vec<NewEvent>, Vec<Arc<Delivery>>, i64) {
+    let mut cursor = now_ms.max(pace_cursor);
+    let mut events = Vec::with_capacity(entries.len());
+    let mut deliveries = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let seq = after_seq + 1 + i as i64;
+        let visible_at = if entry.kind == "input" {
+            now_ms
+        } else {
+            if app.config.pacing {
+                cursor += entry.delay_ms as i64;
+            }
+            cursor
+        };
+        let mut data = entry.data.clone();
+        if !app.config.pacing && entry.kind == "message" {
+            data["delay_ms"] = 0.into();
+            data["typing"] = false.into();
+        }
+        if let Some(d) = Delivery::build(seq, now_ms, visible_at, entry.kind, &data) {
+            deliveries.push(Arc::new(d));
+        }
+        events.push(NewEvent {
+            kind: entry.kind.into(),
+            at: now_ms,
+            visible_at,
+            client_id: (entry.kind == "input")
+                .then(|| client_id.map(String::from))
+                .flatten(),
+            data: data.to_string(),
+        });
+    }
+    (events, deliveries, cursor)
+}
+
+fn last_ask(effects: &[Effect]) -> Option<Box<Question>> {
+    let mut open = None;
+    for e in effects {
+        match e {
+            Effect::Ask(q) => open = Some(q.clone()),
+            Effect::Wait { .. }
+            | Effect::Handoff { .. }
+            | Effect::End { .. }
+            | Effect::Http { .. } => open = None,
+            _ => {}
+        }
+    }
+    open
+}
+
+impl Conv {
+    fn touch(&self, now_ms: i64) {
+        self.touched.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Records that a client has shown everything up to `seq`.
+    pub fn acked(&self, seq: i64) {
+        self.acked.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Highest `seq` any client confirmed.
+    pub fn acked_seq(&self) -> i64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Status and last sequence number.
+    pub async fn summary(&self) -> (&'static str, i64, i64) {
+        let inner = self.inner.lock().await;
+        (inner.status, inner.last_seq, inner.flow_version)
+    }
+
+    /// Adds a subscriber; returns the last `seq` it must read from the log itself.
+    pub async fn subscribe(&self, id: u64, tx: mpsc::Sender<Arc<Delivery>>) -> i64 {
+        let inner = self.inner.lock().await;
+        self.subscribers
+            .lock()
+            .expect("subscribers lock")
+            .push(Subscriber { id, tx });
+        inner.last_seq
+    }
+
+    pub fn unsubscribe(&self, id: u64) {
+        self.subscribers
+            .lock()
+            .expect("subscribers lock")
+            .retain(|s| s.id != id);
+    }
+
+    fn publish(&self, deliveries: &[Arc<Delivery>]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut subs = self.subscribers.lock().expect("subscribers lock");
+        subs.retain(|s| deliveries.iter().all(|d| s.tx.try_send(d.clone()).is_ok()));
+    }
+
+    async fn ensure_loaded<'a>(
+        &self,
+        app: &App,
+        inner: &'a mut Inner,
+    ) -> Result<&'a mut Loaded, ApiError> {
+        if inner.loaded.is_none() {
+            let row = app
+                .store
+                .conversation(&self.id)
+                .await?
+                .ok_or_else(|| ApiError::internal("conversation vanished", &self.id))?;
+            let state: State = serde_json::from_str(&row.state)
+                .map_err(|e| ApiError::internal("stored state", e))?;
+            let flow = app
+                .flows
+                .version(app.store.as_ref(), &row.flow_id, row.flow_version)
+                .await?;
+            let mut recent = VecDeque::new();
+            let mut open_ask = None;
+            for ev in app
+                .store
+                .events_after(
+                    &self.id,
+                    (row.last_seq - RECENT_INPUTS as i64).max(0),
+                    RECENT_INPUTS as i64,
+                )
+                .await?
+            {
+                if let Some(cid) = ev.client_id {
+                    recent.push_back((cid, ev.seq));
+                }
+                match ev.kind.as_str() {
+                    "ask" => {
+                        open_ask = serde_json::from_str::<Question>(&ev.data)
+                            .ok()
+                            .map(Box::new)
+                    }
+                    "wait" | "handoff" | "end" | "http" => open_ask = None,
+                    _ => {}
+                }
+            }
+            inner.last_seq = row.last_seq;
+            inner.loaded = Some(Loaded {
+                flow,
+                state,
+                open_ask,
+                recent,
+            });
+        }
+        Ok(inner.loaded.as_mut().expect("loaded above"))
+    }
+
+    /// Applies an input; returns the `seq` of the logged input once it is durable.
+    /// A retried `client_id` returns the original `seq` and changes nothing.
+    pub async fn input(
+        &self,
+        app: &App,
+        client_id: Option<&str>,
+        action: Action,
+    ) -> Result<i64, ApiError> {
+        let mut guard = self.inner.lock().await;
+        let inner = &mut *guard;
+        let now = app.clock.now();
+        let now_ms = now.as_millisecond();
+        self.touch(now_ms);
+        let loaded = self.ensure_loaded(app, inner).await?;
+        if let Some(cid) = client_id
+            && let Some((_, seq)) = loaded.recent.iter().find(|(c, _)| c == cid)
+        {
+            return Ok(*seq);
+        }
+        let flow = loaded.flow.clone();
+        let awaiting = loaded.state.awaiting(&flow.flow);
+        let refuse_now = |a: &Awaiting| match a {
+            Awaiting::Ended { .. } => Some(ApiError::conflict(
+                "ended",
+                "this conversation has ended; start again",
+            )),
+            Awaiting::Human { .. } => Some(ApiError::conflict(
+                "with-human",
+                "a person is handling this conversation",
+            )),
+            _ => None,
+        };
+        let system = matches!(action, Action::System(_));
+        let (input, step) = match action {
+            Action::Answer { step, input } => {
+                if let Some(e) = refuse_now(&awaiting) {
+                    return Err(e);
+                }
+                match &awaiting {
+                    Awaiting::Answer { step: open, .. } if *open == step => (input, Some(step)),
+                    _ => {
+                        return Err(ApiError::conflict(
+                            "stale-question",
+                            format!("the question `{step}` is not the one open now"),
+                        ));
+                    }
+                }
+            }
+            Action::Back | Action::Skip => {
+                if let Some(e) = refuse_now(&awaiting) {
+                    return Err(e);
+                }
+                let step = match &awaiting {
+                    Awaiting::Answer { step, .. } => Some(step.clone()),
+                    _ => None,
+                };
+                (
+                    if matches!(action, Action::Back) {
+                        Input::Back
+                    } else {
+                        Input::Skip
+                    },
+                    step,
+                )
+            }
+            Action::System(input) => (input, None),
+        };
+        let turn = flow
+            .flow
+            .handle(&loaded.state, input.clone(), now)
+            .map_err(|e| ApiError::internal("engine", e))?;
+        if let [Effect::Rejected { message, .. }] = turn.effects.as_slice() {
+            return Err(ApiError::unprocessable("invalid-input", message.clone()));
+        }
+        let mut entries = Vec::with_capacity(turn.effects.len() + 1);
+        if !system {
+            entries.push(wire::from_input(
+                &input,
+                step.as_deref(),
+                loaded.open_ask.as_deref(),
+            ));
+        }
+        entries.extend(turn.effects.iter().map(wire::from_effect));
+        let after_seq = inner.last_seq;
+        let (events, deliveries, cursor) = paced(
+            app,
+            &entries,
+            now_ms,
+            after_seq,
+            inner.pace_cursor,
+            client_id,
+        );
+        let status = status_of(&turn.state.awaiting(&flow.flow));
+        app.store
+            .append(Append {
+                conversation_id: self.id.clone(),
+                after_seq,
+                events,
+                state: serde_json::to_string(&turn.state)
+                    .map_err(|e| ApiError::internal("state", e))?,
+                status: status.into(),
+                at: now_ms,
+                create: None,
+            })
+            .await?;
+        // Durable: now update memory and tell everyone.
+        let loaded = inner.loaded.as_mut().expect("still loaded");
+        let input_seq = after_seq + 1;
+        if let Some(cid) = client_id {
+            if loaded.recent.len() >= RECENT_INPUTS {
+                loaded.recent.pop_front();
+            }
+            loaded.recent.push_back((cid.to_string(), input_seq));
+        }
+        if turn.effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Ask(_)
+                    | Effect::Wait { .. }
+                    | Effect::Handoff { .. }
+                    | Effect::End { .. }
+                    | Effect::Http { .. }
+            )
+        }) {
+            loaded.open_ask = last_ask(&turn.effects);
+        }
+        loaded.state = turn.state;
+        inner.last_seq = after_seq + entries.len() as i64;
+        inner.pace_cursor = cursor;
+        inner.status = status;
+        self.publish(&deliveries);
+        Ok(input_seq)
+    }
+}

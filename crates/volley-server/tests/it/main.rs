@@ -1,0 +1,6 @@
+//! Server integration tests: a real server, a real SQLite file, real clients.
+
+mod abuse;
+mod http;
+mod support;
+mod websocket;

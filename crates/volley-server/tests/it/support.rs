@@ -1,0 +1,233 @@
+//! A real server on an ephemeral port with a temporary SQLite file, and a WebSocket
+//! client that speaks the protocol.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use volley_server::{Config, Running, SystemClock};
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+pub const IDENTITY_SECRET: &str = "test-identity-secret";
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+pub struct TestServer {
+    pub running: Running,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: format!("sqlite://{}", dir.join("volley.db").display()),
+        demo: false,
+        flows: Some(data_dir()),
+        admin_key: Some(ADMIN_KEY.into()),
+        identity_secret: Some(IDENTITY_SECRET.into()),
+        durable: false,
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_with(dir.clone(), config(dir.path())).await
+    }
+
+    pub async fn start_with(dir: Arc<tempfile::TempDir>, config: Config) -> TestServer {
+        let running = volley_server::start(config, Arc::new(SystemClock))
+            .await
+            .expect("server starts");
+        TestServer { running, dir }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.addr, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.running.addr)
+    }
+
+    pub async fn stop(self) -> Arc<tempfile::TempDir> {
+        self.running.shutdown().await;
+        self.dir
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+    pub welcome: Value,
+    /// Every `event` frame received, in order.
+    pub events: Vec<Value>,
+    /// The latest `ask` or `end` received since the last input was sent.
+    open: Option<Value>,
+    next_id: u32,
+}
+
+pub fn hello(flow: &str) -> Value {
+    json!({"type": "hello", "v": 1, "flow": flow, "timezone": "Europe/Lisbon", "locale": "en-GB"})
+}
+
+impl Client {
+    pub async fn raw(server: &TestServer) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("connects");
+        ws
+    }
+
+    pub async fn connect(server: &TestServer, hello: Value) -> Client {
+        let mut ws = Self::raw(server).await;
+        ws.send(Message::Text(hello.to_string().into()))
+            .await
+            .unwrap();
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+            events: Vec::new(),
+            open: None,
+            next_id: 0,
+        };
+        let w = c.recv().await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        c.welcome = w;
+        c
+    }
+
+    pub fn conversation(&self) -> String {
+        self.welcome["conversation"].as_str().unwrap().to_string()
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        if matches!(
+            v["type"].as_str(),
+            Some("answer" | "back" | "skip" | "restart")
+        ) {
+            self.open = None;
+        }
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next frame (events are also recorded in `events`).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("a frame within 10 s")
+                .expect("the connection is open")
+                .expect("a valid frame");
+            match msg {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == "event" {
+                        if matches!(v["event"]["kind"].as_str(), Some("ask" | "end")) {
+                            self.open = Some(v["event"].clone());
+                        }
+                        self.events.push(v.clone());
+                    }
+                    return v;
+                }
+                Message::Close(f) => panic!("closed: {f:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Frames up to and including the first one `stop` accepts.
+    pub async fn until(&mut self, stop: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let v = self.recv().await;
+            let done = stop(&v);
+            out.push(v);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Waits for the next open question (or the end); returns its `ask` (or `end`) event.
+    pub async fn next_question(&mut self) -> Value {
+        if let Some(q) = self.open.take() {
+            return q;
+        }
+        self.until(|v| matches!(v["event"]["kind"].as_str(), Some("ask" | "end")))
+            .await;
+        self.open.take().expect("just received")
+    }
+
+    pub fn fresh_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("m{}-{}", self.next_id, rand_suffix())
+    }
+
+    /// The answer frame for a question, with sample values.
+    pub fn answer_for(&mut self, ask: &Value, k: usize) -> Value {
+        let q: volley_flow::Question = serde_json::from_value(ask.clone()).expect("an ask event");
+        let id = self.fresh_id();
+        match volley_flow::sample::answer(&q, k) {
+            volley_flow::Input::Text { text } => {
+                json!({"type": "answer", "id": id, "step": q.step, "text": text})
+            }
+            volley_flow::Input::Choice { values } => {
+                json!({"type": "answer", "id": id, "step": q.step, "values": values})
+            }
+            other => panic!("unexpected sample {other:?}"),
+        }
+    }
+
+    /// Sends an input and waits for its ack (or error); returns that frame.
+    pub async fn input(&mut self, frame: Value) -> Value {
+        let id = frame["id"].clone();
+        self.send(frame).await;
+        self.until(|v| (v["type"] == "ack" || v["type"] == "error") && v["id"] == id)
+            .await
+            .pop()
+            .unwrap()
+    }
+
+    pub fn seqs(&self) -> Vec<i64> {
+        self.events
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect()
+    }
+
+    pub fn max_seq(&self) -> i64 {
+        self.seqs().into_iter().max().unwrap_or(0)
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Every visible event of a conversation that is due, read from the log over HTTP.
+pub async fn full_history(server: &TestServer, token: &str, conversation: &str) -> Vec<Value> {
+    let page: Value = reqwest::Client::new()
+        .get(server.http(&format!("/api/conversations/{conversation}/events?after=0")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["events"].as_array().unwrap().clone()
+}
