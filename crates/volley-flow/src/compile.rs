@@ -621,6 +621,10 @@ impl<'a> Lowerer<'a> {
         let info = crate::expr::from_json(&serde_json::json!({
             "id": id, "title": doc.title.value, "version": version,
         }));
+        let any_back = scopes
+            .iter()
+            .flat_map(|s| s.steps.iter())
+            .any(|st| matches!(&st.kind, Kind::Question(q) if q.back));
         let flow = Flow {
             id,
             title: doc.title.value,
@@ -633,6 +637,7 @@ impl<'a> Lowerer<'a> {
             defaults,
             human,
             code,
+            any_back,
             info,
         };
         Some(flow)

@@ -1378,6 +1378,9 @@ impl<'f> Run<'f> {
     }
 
     fn checkpoint(&mut self, scope: usize, ix: usize) {
+        if !self.flow.any_back {
+            return;
+        }
         let cp = Checkpoint {
             vars: self.state.vars.clone(),
             frames: self.state.frames.clone(),

@@ -25,6 +25,8 @@ pub struct Flow {
     pub(crate) defaults: Vec<(String, serde_json::Value)>,
     pub(crate) human: Option<Human>,
     pub(crate) code: Code,
+    /// Some question allows "back" (otherwise no undo history is kept).
+    pub(crate) any_back: bool,
     /// `flow` as templates see it (`id`, `title`, `version`).
     pub(crate) info: minijinja::Value,
 }

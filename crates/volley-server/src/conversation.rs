@@ -23,6 +23,7 @@ use crate::App;
 use crate::error::ApiError;
 use crate::flows::Published;
 use crate::ids::new_id;
+use crate::telemetry::names;
 use crate::wire;
 
 /// Inputs remembered per conversation for idempotent retries.
@@ -214,6 +215,8 @@ impl Conversations {
             acked: AtomicI64::new(0),
         });
         drop(deliveries);
+        metrics::counter!(names::CONVERSATIONS).increment(1);
+        metrics::counter!(names::EVENTS).increment(entries.len() as u64);
         self.map
             .lock()
             .expect("conversations lock")
@@ -342,7 +345,11 @@ impl Conv {
             return;
         }
         let mut subs = self.subscribers.lock().expect("subscribers lock");
+        let before = subs.len();
         subs.retain(|s| deliveries.iter().all(|d| s.tx.try_send(d.clone()).is_ok()));
+        if subs.len() < before {
+            metrics::counter!(names::SLOW_CLIENTS).increment((before - subs.len()) as u64);
+        }
     }
 
     async fn ensure_loaded<'a>(
@@ -400,6 +407,20 @@ impl Conv {
     /// Applies an input; returns the `seq` of the logged input once it is durable.
     /// A retried `client_id` returns the original `seq` and changes nothing.
     pub async fn input(
+        &self,
+        app: &App,
+        client_id: Option<&str>,
+        action: Action,
+    ) -> Result<i64, ApiError> {
+        let started = std::time::Instant::now();
+        let result = self.apply(app, client_id, action).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(names::INPUTS, "result" => outcome).increment(1);
+        metrics::histogram!(names::INPUT_SECONDS).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn apply(
         &self,
         app: &App,
         client_id: Option<&str>,
@@ -503,6 +524,7 @@ impl Conv {
             })
             .await?;
         // Durable: now update memory and tell everyone.
+        metrics::counter!(names::EVENTS).increment(entries.len() as u64);
         let loaded = inner.loaded.as_mut().expect("still loaded");
         let input_seq = after_seq + 1;
         if let Some(cid) = client_id {

@@ -15,6 +15,7 @@ mod error;
 mod flows;
 mod ids;
 mod session;
+mod telemetry;
 mod wire;
 mod ws;
 
@@ -61,6 +62,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/conversations/{id}/inputs", post(api::input))
         .route("/api/conversations/{id}/events", get(api::events))
         .route("/api/conversations/{id}/stream", get(api::stream))
+        .route("/metrics", get(telemetry::render))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
@@ -108,6 +110,7 @@ pub async fn start_with_store(
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
 ) -> Result<Running, String> {
+    telemetry::handle();
     let (stop, shutdown) = watch::channel(false);
     let app = Arc::new(App {
         config,

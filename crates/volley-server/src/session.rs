@@ -212,6 +212,21 @@ impl Subscription {
         out
     }
 
+    /// The next event if it is due now, without waiting.
+    pub fn try_due(&mut self, now_ms: i64) -> Option<Arc<crate::conversation::Delivery>> {
+        while let Ok(d) = self.rx.try_recv() {
+            self.queue(d);
+        }
+        if self.pending.front().is_some_and(|d| d.visible_at <= now_ms) {
+            let d = self.pending.pop_front()?;
+            if self.typing_for == Some(d.seq) {
+                self.typing_for = None;
+            }
+            return Some(d);
+        }
+        None
+    }
+
     /// Whether a typing pause is in progress.
     pub fn typing(&self, now_ms: i64) -> bool {
         self.pending

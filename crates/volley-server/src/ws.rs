@@ -102,7 +102,7 @@ pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>) -> Respo
         return ApiError::unavailable().into_response();
     }
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(32 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
@@ -116,6 +116,7 @@ impl Drop for Counted {
         self.0
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!(crate::telemetry::names::CONNECTIONS).decrement(1.0);
     }
 }
 
@@ -148,6 +149,23 @@ async fn send(sink: &mut Sink, text: impl Into<Utf8Bytes>) -> bool {
     sink.send(Message::Text(text.into())).await.is_ok()
 }
 
+/// Sends `first`, then every event already due, with one flush (one write to the socket).
+async fn send_with_due(sink: &mut Sink, sub: &mut Subscription, app: &App, first: String) -> bool {
+    if sink.feed(Message::Text(first.into())).await.is_err() {
+        return false;
+    }
+    while let Some(d) = sub.try_due(app.clock.now_ms()) {
+        if sink
+            .feed(Message::Text(d.frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
+}
+
 async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
@@ -160,6 +178,7 @@ async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
 async fn connection(app: Arc<App>, socket: WebSocket) {
     app.connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::gauge!(crate::telemetry::names::CONNECTIONS).increment(1.0);
     let _counted = Counted(app.clone());
     let limits = app.config.limits.clone();
     let (mut sink, mut stream) = socket.split();
@@ -213,7 +232,7 @@ async fn connection(app: Arc<App>, socket: WebSocket) {
         tokio::select! {
             next = sub.next(&app) => {
                 let ok = match next {
-                    Some(Next::Event(d)) => send(&mut sink, d.frame.to_string()).await,
+                    Some(Next::Event(d)) => send_with_due(&mut sink, &mut sub, &app, d.frame.to_string()).await,
                     Some(Next::Typing) => send(&mut sink, r#"{"type":"typing","on":true}"#).await,
                     None => {
                         // Dropped by the hub: this client could not keep up.
@@ -292,7 +311,7 @@ async fn connection(app: Arc<App>, socket: WebSocket) {
                     Ok(ClientFrame::Back { id }) => apply(&app, &session, &id, Action::Back).await,
                     Ok(ClientFrame::Skip { id }) => apply(&app, &session, &id, Action::Skip).await,
                 };
-                if !send(&mut sink, reply).await {
+                if !send_with_due(&mut sink, &mut sub, &app, reply).await {
                     return;
                 }
             }

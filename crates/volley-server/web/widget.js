@@ -27,7 +27,8 @@
  *     title: "Talk to us",             // header title override
  *     userId, userSignature, userName, userEmail,   // signed identity
  *     server: "https://volley.example", // default: where widget.js was loaded from
- *     autofocus: false                 // focus the first question even before any interaction
+ *     autofocus: false,                // focus the first question even before any interaction
+ *     fill: false                      // inline: no outer border or rounded corners (full-page use)
  *   });
  *   chat.open(); chat.close(); chat.destroy();
  *   Several widgets on one page are independent.
@@ -220,7 +221,7 @@
     '.check input{flex:none;width:20px;height:20px;margin:1px 0 0;accent-color:var(--accent);cursor:pointer}',
     '.check span{min-width:0;overflow-wrap:anywhere}',
     '.dates{display:flex;gap:10px;flex-wrap:wrap;justify-content:flex-end;align-items:flex-end}',
-    '.field{display:flex;flex-direction:column;gap:4px;flex:1 1 130px;min-width:0}',
+    '.field{display:flex;flex-direction:column;gap:4px;flex:1 1 160px;min-width:0}',
     '.field label{font-size:13px;color:var(--muted);font-weight:550}',
     '.date{min-height:44px;padding:8px 10px;border:1px solid var(--border);border-radius:10px;background:var(--bg);color:var(--text);width:100%;font-size:16px}',
     '.date:focus-visible{outline-offset:1px}',
@@ -254,7 +255,7 @@
     '.hint:empty{display:none}',
     '.hint.warn{color:#a14a06}',
 
-    '@media (prefers-reduced-motion:reduce){*,*::before,*::after{animation:none!important;transition:none!important;scroll-behavior:auto!important}}',
+    '@media (prefers-reduced-motion:reduce){*,*::before,*::after{animation:none!important;transition:none!important;scroll-behavior:auto!important}.typing .dot{opacity:.75}}',
     '@media (forced-colors:active){.bubble,.opt,.num,.check,.btn,.send,.launcher{border:1px solid CanvasText}}'
   ].join('\n');
 
@@ -339,6 +340,12 @@
       .replace(/\\([\\`*_~[\]()#+\-.!>])/g, '$1');
   }
 
+  /** A server message as a sentence: "you cannot…" → "You cannot…". */
+  function sentence(msg) {
+    var t = msg == null ? '' : String(msg).trim().slice(0, 300);
+    return t ? t.charAt(0).toUpperCase() + t.slice(1) : '';
+  }
+
   function fmtNum(n) {
     try { return Number(n).toLocaleString(); } catch (e) { return String(n); }
   }
@@ -369,6 +376,20 @@
     }
     try { return new URL(src || '/', location.href).origin; } catch (e) { return location.origin; }
   })();
+
+  var sheetCache;
+  function sharedSheet() {
+    if (sheetCache !== undefined) return sheetCache;
+    sheetCache = null;
+    try {
+      if ('adoptedStyleSheets' in Document.prototype && typeof CSSStyleSheet === 'function') {
+        var sh = new CSSStyleSheet();
+        sh.replaceSync(CSS);
+        sheetCache = sh;
+      }
+    } catch (e) { sheetCache = null; }
+    return sheetCache;
+  }
 
   var instances = [];
   var bubbleSlots = 0;
@@ -428,12 +449,12 @@
     this.build();
     this.attach();
 
-    this.on(window, 'online', function () { self.updateConn(); if (!self.ws) self.reconnectNow(); });
+    this.on(window, 'online', function () { self.updateConn(); if (self.started && !self.ws) self.reconnectNow(); });
     this.on(window, 'offline', function () { self.updateConn(); });
     this.on(window, 'storage', function (e) { if (e.key === self.storeKey) self.onStorage(e.newValue); });
     this.on(document, 'visibilitychange', function () {
       if (document.visibilityState !== 'visible') return;
-      if (!self.ws && self.wanted()) self.reconnectNow();
+      if (self.started && !self.ws && self.wanted()) self.reconnectNow();
       else if (self.ready) self.ping();
     });
     if (!focusWatchers++) document.addEventListener('focusin', onDocFocusIn, true);
@@ -459,9 +480,16 @@
     host.setAttribute('data-flow', this.flow);
     host.style.setProperty('display', 'block', 'important');
     var shadow = this.shadow = host.attachShadow({ mode: 'open' });
-    var style = el('style');
-    style.textContent = CSS;
-    shadow.appendChild(style);
+    // A constructed stylesheet also works under a Content-Security-Policy without
+    // 'unsafe-inline' styles; older browsers get a <style> element.
+    var sheet = sharedSheet();
+    if (sheet) {
+      shadow.adoptedStyleSheets = [sheet];
+    } else {
+      var style = el('style');
+      style.textContent = CSS;
+      shadow.appendChild(style);
+    }
 
     var uid = 'v' + uuid().slice(0, 8);
     var root = this.root = el('div', 'root mode-' + this.mode + (this.opts.fill ? ' fill' : ''));
@@ -617,7 +645,6 @@
     panel.addEventListener('focusin', function () { self.engaged = true; });
     panel.addEventListener('pointerdown', function () { self.engaged = true; });
 
-    this.hintEl.id = uid + '-hint';
     this.uid = uid;
     this.updateHeader();
     this.updateConn();
@@ -671,9 +698,9 @@
     if (st === 'offline' && !this.fatal && this.wanted() && this.ws === null && this.timers.reconnect) text = 'Offline · retrying';
     this.connEl.textContent = text;
     this.connEl.setAttribute('data-state', st);
-    if (this.prevConn && this.prevConn !== st && this.everConnected) {
+    if (this.prevConn && this.prevConn !== st) {
       if (st === 'reconnecting' && this.prevConn === 'connected') this.announce('Connection lost. Reconnecting…');
-      else if (st === 'connected') this.announce('Reconnected.');
+      else if (st === 'connected' && this.prevConn === 'reconnecting') this.announce('Reconnected.');
     }
     this.prevConn = st;
   };
@@ -682,6 +709,7 @@
   W.connect = function () {
     var self = this;
     if (!this.wanted() || this.ws) return;
+    this.started = true;
     clearTimeout(this.timers.reconnect);
     this.timers.reconnect = null;
     var ws;
@@ -716,12 +744,24 @@
     ws.onerror = function () { /* a close event follows */ };
   };
 
+  /** Closes a socket we no longer use (a connecting one once it opens: closing it
+   *  earlier makes browsers log a warning). */
+  function closeSocket(ws) {
+    ws.onmessage = ws.onclose = ws.onerror = null;
+    if (ws.readyState === 0) {
+      ws.onopen = function () { try { ws.close(); } catch (e) { /* ignore */ } };
+    } else {
+      ws.onopen = null;
+      try { ws.close(); } catch (e) { /* ignore */ }
+    }
+  }
+
   /** Abandons the current socket at once (dead or to be replaced) and reconnects. */
   W.drop = function (immediately) {
     var ws = this.ws;
     if (!ws) return;
     this.ws = null;
-    try { ws.close(); } catch (e) { /* ignore */ }
+    closeSocket(ws);
     this.lostSocket(immediately);
   };
 
@@ -840,7 +880,9 @@
     if (this.status === 'ended' && !this.openAsk) this.ended = true;
     var serverLast = typeof m.last_seq === 'number' ? m.last_seq : 0;
     this.welcomeLastSeq = serverLast;
-    if (serverLast > this.lastSeq && !restarted) {
+    // Replaying the history of a resumed conversation (page load): no animation, no
+    // announcements. A new conversation, or events missed while reconnecting, are live.
+    if (serverLast > this.lastSeq && this.lastSeq === 0 && this.helloConversation && !restarted) {
       this.replaying = true;
       this.bumpReplayTimer();
     }
@@ -1026,10 +1068,10 @@
         this.showAlert('A person is handling this conversation now. Please wait for their reply.');
         break;
       case 'invalid-input':
-        this.showAlert(m.message ? String(m.message) : 'That is not possible right now.');
+        this.showAlert(sentence(m.message) || 'That is not possible right now.');
         break;
       default:
-        if (p) this.showAlert(m.message ? String(m.message) : 'Something went wrong. Please try again.');
+        if (p) this.showAlert(sentence(m.message) || 'Something went wrong. Please try again.');
         break;
     }
     this.renderControls(!!p);
@@ -1043,7 +1085,7 @@
     if (typeof v.conversation === 'string' && v.conversation !== this.conversation) {
       // Another tab restarted or began a conversation: follow it.
       this.conversation = v.conversation;
-      if (this.shownConversation && this.shownConversation !== v.conversation) {
+      if (this.started && this.shownConversation && this.shownConversation !== v.conversation) {
         this.resetView();
         if (this.ws || this.ready) this.drop(true);
         else this.reconnectNow();
@@ -1099,7 +1141,7 @@
 
   W.scrollToEnd = function (force) {
     var l = this.log;
-    if (force || this.stick !== false) l.scrollTop = l.scrollHeight;
+    if (force || this.nearBottom()) l.scrollTop = l.scrollHeight;
   };
 
   W.append = function (row, live) {
@@ -1142,7 +1184,11 @@
         img.alt = ev.alt ? String(ev.alt) : '';
         img.loading = 'lazy';
         img.decoding = 'async';
-        img.addEventListener('load', function () { if (self.nearBottom() || self.stickUntilLoad) self.scrollToEnd(true); });
+        img.addEventListener('load', function () {
+          // Keep following the conversation if we were at the bottom before the image grew.
+          var l = self.log;
+          if (l.scrollHeight - l.scrollTop - l.clientHeight < 80 + img.offsetHeight) l.scrollTop = l.scrollHeight;
+        });
         img.src = imgSrc;
         media.appendChild(img);
       }
@@ -1352,7 +1398,6 @@
 
     this.buildField(ask);
     if (ask && !TEXT_TYPES[ask.input]) this.buildCard(ask);
-    if (!card.hidden && this.nearBottom()) this.log.scrollTop = this.log.scrollHeight;
     if (!card.hidden) this.log.scrollTop = this.log.scrollHeight;
 
     // Focus the new question when the participant is using the widget.
@@ -1517,19 +1562,19 @@
     var items = Array.isArray(ask.items) ? ask.items : [];
     card.hidden = false;
 
-    function optButton(o, cls) {
-      var b = el('button', cls || 'opt');
+    function optButton() {
+      var b = el('button', 'opt');
       b.type = 'button';
       return b;
     }
 
-    if (type === 'choice' || type === 'yes_no' || (type === 'multiple' && !options.length && false)) {
+    if (type === 'choice' || type === 'yes_no') {
       var group = el('div', 'opts');
       group.setAttribute('role', 'group');
       group.setAttribute('aria-label', 'Answers');
       var opts = options.length ? options : (type === 'yes_no' ? [{ value: 'yes', label: 'Yes' }, { value: 'no', label: 'No' }] : []);
       opts.forEach(function (o) {
-        var b = optButton(o);
+        var b = optButton();
         var label = o.label != null ? String(o.label) : String(o.value);
         b.textContent = label;
         b.addEventListener('click', function () { self.sendAnswer(ask, { values: [String(o.value)] }, label); });
@@ -1568,7 +1613,7 @@
         send.textContent = n ? 'Send (' + n + ')' : 'Send';
       };
       options.forEach(function (o) {
-        var b = optButton(o);
+        var b = optButton();
         b._v = String(o.value);
         b._l = o.label != null ? String(o.label) : String(o.value);
         var tick = el('span', 'tick');
@@ -1674,7 +1719,8 @@
       var check = function () {
         var v1 = a.value;
         var v2 = b2 ? b2.value : '';
-        if (b2) b2.min = v1 || minD || '';
+        // Only touch `min` when it changes: resetting it mid-typing clears the field.
+        if (b2 && b2.min !== (v1 || minD || '')) b2.min = v1 || minD || '';
         var ok = !!v1 && inRange(v1) && (!b2 || (!!v2 && inRange(v2) && v2 >= v1));
         go.disabled = !ok;
         var msg = bounds;
@@ -1845,7 +1891,7 @@
     Object.keys(t).forEach(function (k) { clearTimeout(t[k]); clearInterval(t[k]); });
     var ws = this.ws;
     this.ws = null;
-    if (ws) { try { ws.close(); } catch (e) { /* ignore */ } }
+    if (ws) closeSocket(ws);
     this.listeners.forEach(function (l) { l[0].removeEventListener(l[1], l[2], l[3]); });
     this.listeners = [];
     if (!--focusWatchers) document.removeEventListener('focusin', onDocFocusIn, true);

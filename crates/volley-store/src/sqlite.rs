@@ -22,7 +22,7 @@ pub const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer before callers are slowed down (backpressure).
 pub const QUEUE: usize = 16_384;
 /// Events inserted per SQL statement (7 parameters each).
-const ROWS_PER_INSERT: usize = 128;
+const ROWS_PER_INSERT: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -103,14 +103,21 @@ fn connect_options(url: &str, durable: bool) -> Result<SqliteConnectOptions> {
         })
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
-        .pragma("temp_store", "memory"))
+        .pragma("temp_store", "memory")
+        .pragma("mmap_size", "268435456"))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs migrations.
     pub async fn open(options: SqliteOptions) -> Result<Self> {
         let opts = connect_options(&options.url, options.durable)?;
-        let mut write = SqliteConnection::connect_with(&opts).await?;
+        // The writer checkpoints the WAL itself every 1000 pages (SQLite's default), so
+        // the WAL stays near 4 MB; a background checkpointer measured worse (it cannot
+        // keep up under sustained writes and the WAL grows without bound).
+        // A larger page cache keeps hot pages (conversation rows, index interiors) in
+        // memory across batches; it fills only as the database is used.
+        let write_opts = opts.clone().pragma("cache_size", "-32768");
+        let mut write = SqliteConnection::connect_with(&write_opts).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut write)
             .await?;
@@ -118,7 +125,7 @@ impl SqliteStore {
         // An in-memory database exists once per connection: read through the writer's.
         let read = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { options.readers.max(1) })
-            .connect_with(opts.read_only(!memory))
+            .connect_with(opts.clone().read_only(!memory))
             .await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(writer_loop(write, rx));
@@ -187,83 +194,131 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Commits a batch in one transaction. Appends of all conversations are written
+/// together (a few multi-row statements, not a few per conversation); other writes
+/// are applied one by one, before them.
 async fn run_batch(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Output>> {
-    let mut tx = conn.begin().await?;
+    // IMMEDIATE takes the write lock up front (waiting for it), so a transaction
+    // never fails half-way trying to upgrade from reading to writing.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut outputs = Vec::with_capacity(jobs.len());
+    let mut appends = Vec::new();
     for job in jobs {
-        outputs.push(apply(&mut tx, &job.write).await?);
+        match &job.write {
+            Write::Append(a) => {
+                appends.push(a);
+                outputs.push(Output::Done);
+            }
+            other => outputs.push(apply(&mut tx, other).await?),
+        }
     }
+    append_all(&mut tx, &appends).await?;
     tx.commit().await?;
     Ok(outputs)
 }
 
+/// Rows per multi-row statement for each table (SQLite allows 32,766 parameters).
+const CONVERSATIONS_PER_STATEMENT: usize = 256;
+
+async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()> {
+    let (creates, updates): (Vec<&&Append>, Vec<&&Append>) =
+        appends.iter().partition(|a| a.create.is_some());
+    for chunk in creates.chunks(CONVERSATIONS_PER_STATEMENT) {
+        let sql = multi_row(
+            "INSERT INTO conversations (id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at) VALUES ",
+            9,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in chunk {
+            let c = a.create.as_ref().expect("partitioned");
+            q = q
+                .bind(&a.conversation_id)
+                .bind(&c.flow_id)
+                .bind(c.flow_version)
+                .bind(&c.contact_id)
+                .bind(&a.status)
+                .bind(a.after_seq + a.events.len() as i64)
+                .bind(&a.state)
+                .bind(a.at)
+                .bind(a.at);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for chunk in updates.chunks(CONVERSATIONS_PER_STATEMENT) {
+        // One UPDATE for many conversations; each row only matches if its log has not
+        // moved on (`last_seq` still equals the writer's `after_seq`).
+        let values = multi_row("", 6, chunk.len());
+        let sql = format!(
+            "UPDATE conversations SET last_seq = v.column2, state = v.column3, status = v.column4, updated_at = v.column5
+             FROM (VALUES {}) AS v WHERE conversations.id = v.column1 AND conversations.last_seq = v.column6",
+            values.trim_start()
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in chunk {
+            q = q
+                .bind(&a.conversation_id)
+                .bind(a.after_seq + a.events.len() as i64)
+                .bind(&a.state)
+                .bind(&a.status)
+                .bind(a.at)
+                .bind(a.after_seq);
+        }
+        let done = q.execute(&mut *tx).await?;
+        if done.rows_affected() != chunk.len() as u64 {
+            // Some conversation moved on: the batch is retried write by write, which
+            // names the one that conflicts.
+            return Err(StoreError::Conflict(chunk[0].conversation_id.clone()));
+        }
+    }
+    let rows: Vec<(&Append, i64, &NewEvent)> = appends
+        .iter()
+        .flat_map(|a| {
+            a.events
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| (*a, a.after_seq + 1 + i as i64, e))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = multi_row(
+            "INSERT INTO events (conversation_id, seq, kind, at, visible_at, client_id, data) VALUES ",
+            7,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (a, seq, e) in chunk {
+            q = q
+                .bind(&a.conversation_id)
+                .bind(*seq)
+                .bind(&e.kind)
+                .bind(e.at)
+                .bind(e.visible_at)
+                .bind(&e.client_id)
+                .bind(&e.data);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// `prefix` followed by `rows` groups of `columns` placeholders.
+fn multi_row(prefix: &str, columns: usize, rows: usize) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    let mut sql = String::with_capacity(prefix.len() + rows * (group.len() + 2));
+    sql.push_str(prefix);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&group);
+    }
+    sql
+}
+
 async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
     match write {
-        Write::Append(a) => {
-            let last_seq = a.after_seq + a.events.len() as i64;
-            match &a.create {
-                Some(c) => {
-                    sqlx::query(
-                        "INSERT INTO conversations (id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&a.conversation_id)
-                    .bind(&c.flow_id)
-                    .bind(c.flow_version)
-                    .bind(&c.contact_id)
-                    .bind(&a.status)
-                    .bind(last_seq)
-                    .bind(&a.state)
-                    .bind(a.at)
-                    .bind(a.at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    let done = sqlx::query(
-                        "UPDATE conversations SET last_seq = ?, state = ?, status = ?, updated_at = ?
-                         WHERE id = ? AND last_seq = ?",
-                    )
-                    .bind(last_seq)
-                    .bind(&a.state)
-                    .bind(&a.status)
-                    .bind(a.at)
-                    .bind(&a.conversation_id)
-                    .bind(a.after_seq)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(a.conversation_id.clone()));
-                    }
-                }
-            }
-            for (chunk_no, chunk) in a.events.chunks(ROWS_PER_INSERT).enumerate() {
-                let mut sql = String::from(
-                    "INSERT INTO events (conversation_id, seq, kind, at, visible_at, client_id, data) VALUES ",
-                );
-                for i in 0..chunk.len() {
-                    sql.push_str(if i == 0 {
-                        "(?, ?, ?, ?, ?, ?, ?)"
-                    } else {
-                        ", (?, ?, ?, ?, ?, ?, ?)"
-                    });
-                }
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (i, e) in chunk.iter().enumerate() {
-                    let seq = a.after_seq + 1 + (chunk_no * ROWS_PER_INSERT + i) as i64;
-                    q = q
-                        .bind(&a.conversation_id)
-                        .bind(seq)
-                        .bind(&e.kind)
-                        .bind(e.at)
-                        .bind(e.visible_at)
-                        .bind(&e.client_id)
-                        .bind(&e.data);
-                }
-                q.execute(&mut *tx).await?;
-            }
-            Ok(Output::Done)
-        }
+        Write::Append(a) => append_all(tx, &[a]).await.map(|()| Output::Done),
         Write::Publish {
             flow_id,
             title,

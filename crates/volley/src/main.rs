@@ -1,5 +1,8 @@
 //! The `volley` command: argument parsing and glue around the library crates.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod chat;
 mod files;
 mod serve;

@@ -1,0 +1,48 @@
+//! Prometheus metrics (`/metrics`): one process-wide recorder, rendered on request.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Buckets (seconds) for latency histograms: fine below 10 ms, where targets are.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.015, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
+/// The process's metrics handle (installed on first use).
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("valid buckets");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Several servers in one process (tests) share the first recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Names of the metrics this crate records.
+pub mod names {
+    /// Open WebSocket connections (gauge).
+    pub const CONNECTIONS: &str = "volley_ws_connections";
+    /// Participant inputs applied, by `result` (`ok`, `error`).
+    pub const INPUTS: &str = "volley_inputs_total";
+    /// Server time per input: from the frame or request to the durable acknowledgement.
+    pub const INPUT_SECONDS: &str = "volley_input_seconds";
+    /// Conversation log entries written.
+    pub const EVENTS: &str = "volley_events_total";
+    /// Conversations started.
+    pub const CONVERSATIONS: &str = "volley_conversations_started_total";
+    /// Clients disconnected because their queue overflowed.
+    pub const SLOW_CLIENTS: &str = "volley_slow_clients_total";
+}
+
+pub async fn render() -> String {
+    handle().render()
+}
