@@ -592,7 +592,7 @@ impl<'a> Lowerer<'a> {
             let (code, report) = code_builder.build();
             (Some(code), report)
         } else {
-            (None, code_builder.report_only())
+            (None, code_builder.report())
         };
         for (id, e) in &report.template_errors {
             let span = self.spans_tpl[id.0 as usize].clone();

@@ -10,9 +10,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use minijinja::value::{Object, Rest, Value};
-use minijinja::{
-    AutoEscape, Environment, Error, ErrorKind, Expression, Template, UndefinedBehavior,
-};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, UndefinedBehavior};
 
 /// Instructions one render or evaluation may execute.
 pub const FUEL: u64 = 50_000;
@@ -376,17 +374,28 @@ pub(crate) enum Text {
     Template(TplId),
 }
 
-pub(crate) struct Compiled<'env> {
-    templates: Vec<Template<'env, 'env>>,
-    exprs: Vec<Expression<'env, 'static>>,
+/// What the compiled code owns: the environment (whose loader holds the template
+/// sources) and the expression sources.
+pub(crate) struct Owner {
+    env: Environment<'static>,
+    template_names: Vec<String>,
+    expr_sources: Vec<String>,
+}
+
+/// Templates and expressions, each compiled on first use and kept.
+pub(crate) struct Lazy<'env> {
+    templates: Vec<std::sync::OnceLock<Result<minijinja::Template<'env, 'env>, Error>>>,
+    exprs: Vec<std::sync::OnceLock<Result<Expression<'env, 'static>, Error>>>,
 }
 
 self_cell::self_cell!(
-    /// The environment plus every template and expression of one flow, compiled.
+    /// One flow's templates and expressions, compiled on first use (all of them were
+    /// checked when the flow was compiled; compiled code costs ~11 KB each in
+    /// minijinja, so a server holding many flows only pays for what runs).
     pub(crate) struct Code {
-        owner: Environment<'static>,
-        #[covariant]
-        dependent: Compiled,
+        owner: Owner,
+        #[not_covariant]
+        dependent: Lazy,
     }
 );
 
@@ -394,6 +403,12 @@ impl std::fmt::Debug for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Code")
     }
+}
+
+fn sorted(set: std::collections::HashSet<String>) -> Vec<String> {
+    let mut v: Vec<String> = set.into_iter().collect();
+    v.sort();
+    v
 }
 
 /// Collects sources while a flow is lowered, then compiles them all at once.
@@ -429,7 +444,7 @@ impl CodeBuilder {
     /// Compiles everything. Errors and undeclared names are reported, never fatal here.
     /// Compiles everything only to report errors and names, dropping each compiled
     /// unit at once (`volley check` never runs the flow, so it keeps no code).
-    pub fn report_only(self) -> CompileReport {
+    pub fn report(&self) -> CompileReport {
         let env = environment();
         let mut report = CompileReport {
             template_errors: Vec::new(),
@@ -462,66 +477,31 @@ impl CodeBuilder {
         report
     }
 
+    /// Checks everything (see [`Self::report`]) and returns code that compiles each
+    /// template and expression the first time it runs.
     pub fn build(self) -> (Code, CompileReport) {
+        let report = self.report();
         let mut env = environment();
-        let mut report = CompileReport {
-            template_errors: Vec::new(),
-            expr_errors: Vec::new(),
-            template_names: Vec::new(),
-            expr_names: Vec::new(),
-        };
         let mut names = Vec::with_capacity(self.templates.len());
-        for (i, (src, markdown)) in self.templates.iter().enumerate() {
-            let name = format!("{}{i}", if *markdown { "md:" } else { "tx:" });
-            if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
-                report.template_errors.push((TplId(i as u32), e));
-                // Keep indexes aligned with a harmless placeholder.
-                let _ = env.add_template_owned(name.clone(), String::new());
-            }
+        let mut sources = std::collections::HashMap::with_capacity(self.templates.len());
+        for (i, (src, markdown)) in self.templates.into_iter().enumerate() {
+            let name = format!("{}{i}", if markdown { "md:" } else { "tx:" });
+            sources.insert(name.clone(), src);
             names.push(name);
         }
-        let exprs = self.exprs;
-        let report_cell = std::cell::RefCell::new(report);
-        let code = Code::new(env, |env| {
-            let mut rep = report_cell.borrow_mut();
-            let templates: Vec<Template> = names
-                .iter()
-                .map(|n| env.get_template(n).expect("template registered above"))
-                .collect();
-            rep.template_names = templates
-                .iter()
-                .map(|t| sorted(t.undeclared_variables(false)))
-                .collect();
-            let mut compiled = Vec::with_capacity(exprs.len());
-            for (i, src) in exprs.iter().enumerate() {
-                match env.compile_expression_owned(src.clone()) {
-                    Ok(e) => {
-                        rep.expr_names.push(sorted(e.undeclared_variables(false)));
-                        compiled.push(e);
-                    }
-                    Err(err) => {
-                        rep.expr_errors.push((ExprId(i as u32), err));
-                        rep.expr_names.push(Vec::new());
-                        compiled.push(
-                            env.compile_expression_owned("none")
-                                .expect("literal compiles"),
-                        );
-                    }
-                }
-            }
-            Compiled {
-                templates,
-                exprs: compiled,
-            }
+        env.set_loader(move |name| Ok(sources.get(name).cloned()));
+        let (t, e) = (names.len(), self.exprs.len());
+        let owner = Owner {
+            env,
+            template_names: names,
+            expr_sources: self.exprs,
+        };
+        let code = Code::new(owner, |_| Lazy {
+            templates: (0..t).map(|_| std::sync::OnceLock::new()).collect(),
+            exprs: (0..e).map(|_| std::sync::OnceLock::new()).collect(),
         });
-        (code, report_cell.into_inner())
+        (code, report)
     }
-}
-
-fn sorted(set: std::collections::HashSet<String>) -> Vec<String> {
-    let mut v: Vec<String> = set.into_iter().collect();
-    v.sort();
-    v
 }
 
 impl Code {
@@ -529,8 +509,15 @@ impl Code {
         match text {
             Text::Static(s) => Ok(s.clone()),
             Text::Template(id) => {
-                let t = &self.borrow_dependent().templates[id.0 as usize];
-                let out = t.render(Value::from_dyn_object(scope.clone()))?;
+                let i = id.0 as usize;
+                let out = self.with_dependent(|owner, lazy| {
+                    match lazy.templates[i]
+                        .get_or_init(|| owner.env.get_template(&owner.template_names[i]))
+                    {
+                        Ok(t) => t.render(Value::from_dyn_object(scope.clone())),
+                        Err(e) => Err(Error::new(e.kind(), e.to_string())),
+                    }
+                })?;
                 if out.len() > MAX_RENDER_BYTES {
                     return Err(Error::new(
                         ErrorKind::InvalidOperation,
@@ -543,8 +530,17 @@ impl Code {
     }
 
     pub fn eval(&self, id: ExprId, scope: &Arc<Scope>) -> Result<Value, Error> {
-        let e = &self.borrow_dependent().exprs[id.0 as usize];
-        e.eval(Value::from_dyn_object(scope.clone()))
+        self.with_dependent(|owner, lazy| {
+            let compiled = lazy.exprs[id.0 as usize].get_or_init(|| {
+                owner
+                    .env
+                    .compile_expression_owned(owner.expr_sources[id.0 as usize].clone())
+            });
+            match compiled {
+                Ok(e) => e.eval(Value::from_dyn_object(scope.clone())),
+                Err(e) => Err(Error::new(e.kind(), e.to_string())),
+            }
+        })
     }
 }
 

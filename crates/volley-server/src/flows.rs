@@ -137,6 +137,15 @@ impl Registry {
         src: &str,
         now_ms: i64,
     ) -> Result<Outcome, ApiError> {
+        let hash = volley_flow::content_hash(src);
+        if let Some(latest) = self.all().into_iter().find(|p| p.hash == hash) {
+            // The same source is already the latest version of its flow: nothing to do.
+            return Ok(Outcome {
+                published: latest,
+                created: false,
+                warnings: Vec::new(),
+            });
+        }
         let checked = volley_flow::compile(src);
         let Some(flow) = checked.flow else {
             let rendered: String = checked
@@ -215,12 +224,22 @@ impl Registry {
             .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
             .collect();
         paths.sort();
-        let mut changed = 0;
+        let mut files = Vec::with_capacity(paths.len());
         for path in paths {
             let src =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let name = path.display().to_string();
-            match self.publish(store, &name, &src, now_ms).await {
+            files.push((path.display().to_string(), src));
+        }
+        // Concurrently, so the writes share commits.
+        let results = futures_util::future::join_all(
+            files
+                .iter()
+                .map(|(name, src)| self.publish(store, name, src, now_ms)),
+        )
+        .await;
+        let mut changed = 0;
+        for r in results {
+            match r {
                 Ok(o) => changed += o.created as usize,
                 Err(e) => {
                     let rendered = e

@@ -127,11 +127,11 @@ pub async fn start_with_store(
         .await
         .map_err(|e| e.message)?;
     if app.config.demo {
-        for (file, src) in DEMO_FLOWS {
-            app.flows
-                .publish(app.store.as_ref(), file, src, now)
-                .await
-                .map_err(|e| e.message)?;
+        let published = DEMO_FLOWS
+            .iter()
+            .map(|(file, src)| app.flows.publish(app.store.as_ref(), file, src, now));
+        for r in futures_util::future::join_all(published).await {
+            r.map_err(|e| e.message)?;
         }
     }
     if let Some(dir) = &app.config.flows {

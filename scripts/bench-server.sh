@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Server benchmarks for docs/BENCHMARKS.md: start-up with 50 flows, idle RSS,
+# answer throughput and latency, idle WebSocket connections. Loopback only.
+#
+#   scripts/bench-server.sh [startup|throughput|idle|all]
+#
+# Needs: curl. Uses ports 18300-18302 and a temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet -p volley -p volley-load -p volley-flow --examples
+export RUST_BACKTRACE=0
+VOLLEY=target/release/volley
+LOAD=target/release/volley-load
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+wait_ready() { # port -> elapsed ms since $START_NS
+  until curl -sf "http://127.0.0.1:$1/healthz" >/dev/null; do sleep 0.002; done
+  echo $(( ($(date +%s%N) - START_NS) / 1000000 ))
+}
+
+startup() {
+  # 50 flows: the seven examples, each published under seven ids (49) plus one more.
+  mkdir -p "$WORK/flows"
+  n=0
+  for i in 1 2 3 4 5 6 7 8; do
+    for f in examples/*.yaml; do
+      [ $n -ge 50 ] && break
+      id=$(sed -n 's/^id: //p' "$f")
+      sed "s/^id: .*/id: $id-$i/" "$f" > "$WORK/flows/$id-$i.yaml"
+      n=$((n + 1))
+    done
+  done
+  for run in first restart; do
+    START_NS=$(date +%s%N)
+    $VOLLEY serve --database "$WORK/startup.db" --listen 127.0.0.1:18300 --flows "$WORK/flows" --no-demo >"$WORK/startup.log" 2>&1 &
+    pid=$!
+    ms=$(wait_ready 18300)
+    sleep 2
+    echo "{\"benchmark\": \"startup\", \"run\": \"$run\", \"flows\": $n, \"ms_to_serving\": $ms, \"idle_rss_mib\": $(rss_mib $pid)}"
+    kill $pid; wait $pid 2>/dev/null || true
+  done
+}
+
+throughput() {
+  $VOLLEY serve --database "$WORK/load.db" --listen 127.0.0.1:18301 --flows crates/volley-load/flows --no-demo --pacing off >"$WORK/load.log" 2>&1 &
+  pid=$!
+  START_NS=$(date +%s%N); wait_ready 18301 >/dev/null
+  # Closed loop: 2,000 participants answer the instant each question opens.
+  $LOAD complete --url ws://127.0.0.1:18301/ws --flow load-ten --participants 2000 --metrics http://127.0.0.1:18301/metrics
+  # Open loop: the same 2,000 participants, offering 5,000 answers per second.
+  $LOAD complete --url ws://127.0.0.1:18301/ws --flow load-ten --participants 2000 --rate 5000 --metrics http://127.0.0.1:18301/metrics
+  kill $pid; wait $pid 2>/dev/null || true
+}
+
+idle() {
+  $VOLLEY serve --database "$WORK/idle.db" --listen 127.0.0.1:18302 >"$WORK/idle.log" 2>&1 &
+  pid=$!
+  START_NS=$(date +%s%N); wait_ready 18302 >/dev/null
+  # 19,900 widgets: the per-process limit is 20,000 descriptors (see docs/BENCHMARKS.md).
+  $LOAD idle --url ws://127.0.0.1:18302/ws --flow lead-qualification --connections 19900 --hold 3 --server-pid $pid
+  kill $pid; wait $pid 2>/dev/null || true
+}
+
+case "${1:-all}" in
+  startup) startup ;;
+  throughput) throughput ;;
+  idle) idle ;;
+  all) startup; throughput; idle ;;
+  *) echo "usage: $0 [startup|throughput|idle|all]" >&2; exit 2 ;;
+esac
