@@ -1,6 +1,7 @@
 //! Server integration tests: a real server, a real SQLite file, real clients.
 
 mod abuse;
+mod browser;
 mod http;
 mod support;
 mod websocket;
