@@ -1774,6 +1774,8 @@ impl<'a> Lowerer<'a> {
                 );
             } else {
                 self.target(si, e, Slot::HttpError(i));
+                // The reason is there for the `on_error` branch to mention.
+                self.define(si, "http_error", Some(VarType::Text), None);
             }
         }
         HttpStep {

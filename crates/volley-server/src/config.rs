@@ -29,6 +29,8 @@ pub struct Config {
     pub durable: bool,
     /// JSON logs instead of human-readable ones.
     pub log_json: bool,
+    /// Let flows' HTTP steps reach private, loopback and link-local addresses.
+    pub allow_private_http: bool,
     pub limits: Limits,
 }
 
@@ -56,6 +58,12 @@ pub struct Limits {
     pub max_poll_secs: u64,
     /// Conversations kept in memory without any activity or subscriber (seconds).
     pub idle_conversation_secs: u64,
+    /// Largest response body an HTTP step reads, in bytes.
+    pub http_response_bytes: usize,
+    /// Longest timeout an HTTP step may ask for, in seconds.
+    pub http_timeout_secs: u64,
+    /// HTTP step requests in flight at once (more wait their turn).
+    pub http_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +79,9 @@ impl Default for Limits {
             ping_interval_secs: 25,
             max_poll_secs: 30,
             idle_conversation_secs: 600,
+            http_response_bytes: 1024 * 1024,
+            http_timeout_secs: 30,
+            http_concurrency: 64,
         }
     }
 }
@@ -88,6 +99,7 @@ impl Default for Config {
             pacing: true,
             durable: true,
             log_json: false,
+            allow_private_http: false,
             limits: Limits::default(),
         }
     }

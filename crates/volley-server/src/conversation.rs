@@ -23,6 +23,7 @@ use crate::App;
 use crate::error::ApiError;
 use crate::flows::Published;
 use crate::ids::new_id;
+use crate::outbound;
 use crate::telemetry::names;
 use crate::wire;
 
@@ -79,7 +80,8 @@ pub enum Action {
 /// The conversation's state as a status word (stored and sent in `welcome`).
 pub fn status_of(awaiting: &Awaiting) -> &'static str {
     match awaiting {
-        Awaiting::Answer { .. } | Awaiting::Http { .. } => "active",
+        Awaiting::Answer { .. } => "active",
+        Awaiting::Http { .. } => "calling",
         Awaiting::Wait { .. } => "waiting",
         Awaiting::Human { .. } => "human",
         Awaiting::Ended { .. } => "ended",
@@ -129,6 +131,7 @@ pub struct Conversations {
 fn status_str(s: &str) -> &'static str {
     match s {
         "waiting" => "waiting",
+        "calling" => "calling",
         "human" => "human",
         "ended" => "ended",
         _ => "active",
@@ -193,6 +196,7 @@ impl Conversations {
                 events,
             })
             .await?;
+        send_http(app, &id, &turn.effects);
         let open_ask = last_ask(&turn.effects);
         let conv = Arc::new(Conv {
             id: id.clone(),
@@ -285,6 +289,20 @@ fn paced(
         });
     }
     (events, deliveries, cursor)
+}
+
+/// Queues the request of an HTTP step the turn stopped at (after it is logged).
+fn send_http(app: &App, conversation: &str, effects: &[Effect]) {
+    // A turn stops at the first HTTP step, so there is at most one.
+    if let Some(request) = effects.iter().find_map(|e| match e {
+        Effect::Http { request, .. } => Some(request),
+        _ => None,
+    }) {
+        app.outbound.send(outbound::Call {
+            conversation: conversation.into(),
+            request: request.clone(),
+        });
+    }
 }
 
 fn last_ask(effects: &[Effect]) -> Option<Box<Question>> {
@@ -523,8 +541,9 @@ impl Conv {
                 create: None,
             })
             .await?;
-        // Durable: now update memory and tell everyone.
+        // Durable: now update memory, tell everyone, send any HTTP request.
         metrics::counter!(names::EVENTS).increment(entries.len() as u64);
+        send_http(app, &self.id, &turn.effects);
         let loaded = inner.loaded.as_mut().expect("still loaded");
         let input_seq = after_seq + 1;
         if let Some(cid) = client_id {

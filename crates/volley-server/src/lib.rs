@@ -14,6 +14,7 @@ mod conversation;
 mod error;
 mod flows;
 mod ids;
+mod outbound;
 mod session;
 mod telemetry;
 mod wire;
@@ -45,6 +46,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Open WebSocket connections.
     pub connections: AtomicUsize,
+    /// Requests of flows' HTTP steps, waiting to be sent.
+    pub outbound: outbound::Outbound,
 }
 
 /// The router: every route of the server.
@@ -111,6 +114,7 @@ pub async fn start_with_store(
     store: Arc<dyn Store>,
 ) -> Result<Running, String> {
     telemetry::handle();
+    outbound::install_crypto_provider();
     let (stop, shutdown) = watch::channel(false);
     let app = Arc::new(App {
         config,
@@ -120,6 +124,7 @@ pub async fn start_with_store(
         convs: conversation::Conversations::default(),
         shutdown,
         connections: AtomicUsize::new(0),
+        outbound: outbound::Outbound::new(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -148,6 +153,7 @@ pub async fn start_with_store(
     let router = router(app.clone());
     let mut stopping = app.shutdown.clone();
     let sweeper_app = app.clone();
+    let outbound = tokio::spawn(outbound::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -164,6 +170,7 @@ pub async fn start_with_store(
             tracing::error!(%e, "server stopped");
         }
         sweeper.abort();
+        outbound.abort();
     });
     Ok(Running {
         addr,

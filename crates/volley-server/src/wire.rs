@@ -117,6 +117,8 @@ pub fn visible_body(kind: &str, data: &Value) -> Option<Value> {
         "message" | "ask" | "input" | "end" => data.clone(),
         "wait" => json!({"until": data["until"]}),
         "handoff" => json!({"queue": data["queue"]}),
+        // The request itself (URL, headers) stays private.
+        "http" => json!({}),
         _ => return None,
     };
     if let Some(obj) = body.as_object_mut() {

@@ -962,6 +962,11 @@
         this.addNote('A person from the team will continue this conversation here.', live);
         this.openAsk = null;
         break;
+      case 'http':
+        // The assistant is looking something up: it is "typing" until the next event.
+        this.openAsk = null;
+        if (live) this.showTyping(true);
+        break;
       case 'wait':
         this.showTyping(false);
         this.addNote(this.waitText(ev.until), live);

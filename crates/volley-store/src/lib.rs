@@ -152,6 +152,8 @@ pub trait Store: Send + Sync + 'static {
     async fn update_contact_profile(&self, id: &str, profile: &str, at: Ms) -> Result<()>;
 
     async fn conversation(&self, id: &str) -> Result<Option<ConversationRow>>;
+    /// Ids of conversations waiting for an HTTP step's response (status `calling`).
+    async fn calling_conversations(&self) -> Result<Vec<String>>;
     /// The most recently updated conversation of a contact with a flow.
     async fn latest_conversation(
         &self,

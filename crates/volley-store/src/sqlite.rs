@@ -588,6 +588,15 @@ impl Store for SqliteStore {
         Ok(row.map(conversation_row))
     }
 
+    async fn calling_conversations(&self) -> Result<Vec<String>> {
+        // A literal status, so the partial index `conversations_calling` applies.
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM conversations WHERE status = 'calling' ORDER BY id")
+                .fetch_all(&self.read)
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     async fn latest_conversation(
         &self,
         contact_id: &str,

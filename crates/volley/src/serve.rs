@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, env = "VOLLEY_LOG_JSON")]
     log_json: bool,
+    /// Let flows' HTTP steps call private, loopback and link-local addresses.
+    #[arg(long, env = "VOLLEY_ALLOW_PRIVATE_HTTP")]
+    allow_private_http: bool,
 }
 
 fn config(args: ServeArgs) -> anyhow::Result<Config> {
@@ -82,6 +85,9 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if args.log_json {
         c.log_json = true;
+    }
+    if args.allow_private_http {
+        c.allow_private_http = true;
     }
     Ok(c)
 }

@@ -3,5 +3,6 @@
 mod abuse;
 mod browser;
 mod http;
+mod outbound;
 mod support;
 mod websocket;
