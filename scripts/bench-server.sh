@@ -7,7 +7,7 @@
 # Needs: curl. Uses ports 18300-18302 and a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p volley -p volley-load -p volley-flow --examples
+cargo build --release --quiet -p volley -p volley-load
 export RUST_BACKTRACE=0
 VOLLEY=target/release/volley
 LOAD=target/release/volley-load
@@ -16,8 +16,13 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-wait_ready() { # port -> elapsed ms since $START_NS
-  until curl -sf "http://127.0.0.1:$1/healthz" >/dev/null; do sleep 0.002; done
+wait_ready() { # port -> elapsed ms since $START_NS; gives up after 30 s
+  local tries=0
+  until curl -sf "http://127.0.0.1:$1/healthz" >/dev/null; do
+    tries=$((tries + 1))
+    if [ $tries -gt 15000 ]; then echo "server on port $1 did not start" >&2; exit 1; fi
+    sleep 0.002
+  done
   echo $(( ($(date +%s%N) - START_NS) / 1000000 ))
 }
 

@@ -14,7 +14,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use volley_flow::{Awaiting, Effect, Input, Question, State};
 use volley_store::{Append, EventRow, NewConversation, NewEvent};
@@ -45,16 +44,29 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery for a stored log row, if participants may see it.
     pub fn from_row(row: &EventRow) -> Option<Delivery> {
-        let data: Value = serde_json::from_str(&row.data).ok()?;
-        Self::build(row.seq, row.at, row.visible_at, &row.kind, &data)
+        let (delay_ms, typing) = wire::pacing_of(&row.kind, &row.data);
+        Self::build(
+            row.seq,
+            row.at,
+            row.visible_at,
+            &row.kind,
+            &row.data,
+            delay_ms,
+            typing,
+        )
     }
 
-    fn build(seq: i64, at: i64, visible_at: i64, kind: &str, data: &Value) -> Option<Delivery> {
+    fn build(
+        seq: i64,
+        at: i64,
+        visible_at: i64,
+        kind: &str,
+        data: &str,
+        delay_ms: u64,
+        typing: bool,
+    ) -> Option<Delivery> {
         let body = wire::visible_body(kind, data)?;
-        let delay = data["delay_ms"].as_i64().unwrap_or(0);
-        let typing_from =
-            (kind == "message" && data["typing"].as_bool() == Some(true) && delay > 0)
-                .then(|| visible_at - delay);
+        let typing_from = (typing && delay_ms > 0).then(|| visible_at - delay_ms as i64);
         Some(Delivery {
             seq,
             visible_at,
@@ -177,8 +189,14 @@ impl Conversations {
         let id = new_id("cv");
         let now = app.clock.now();
         let turn = flow.flow.start(contact, now, rand::random());
-        let entries: Vec<wire::Entry> = turn.effects.iter().map(wire::from_effect).collect();
-        let (events, deliveries, cursor) = paced(app, &entries, now.as_millisecond(), 0, 0, None);
+        let entries: Vec<wire::Entry> = turn
+            .effects
+            .iter()
+            .map(|e| wire::from_effect(e, app.config.pacing))
+            .collect();
+        let logged = entries.len() as i64;
+        // Nobody is subscribed yet: the first client reads these from the log.
+        let (events, _, cursor) = paced(entries, now.as_millisecond(), 0, 0, None);
         let status = status_of(&turn.state.awaiting(&flow.flow));
         app.store
             .append(Append {
@@ -203,7 +221,7 @@ impl Conversations {
             contact_id: contact_id.into(),
             flow_id: flow.id.clone(),
             inner: tokio::sync::Mutex::new(Inner {
-                last_seq: entries.len() as i64,
+                last_seq: logged,
                 status,
                 flow_version: flow.version,
                 pace_cursor: cursor,
@@ -218,9 +236,8 @@ impl Conversations {
             touched: AtomicI64::new(now.as_millisecond()),
             acked: AtomicI64::new(0),
         });
-        drop(deliveries);
         metrics::counter!(names::CONVERSATIONS).increment(1);
-        metrics::counter!(names::EVENTS).increment(entries.len() as u64);
+        metrics::counter!(names::EVENTS).increment(logged as u64);
         self.map
             .lock()
             .expect("conversations lock")
@@ -250,8 +267,7 @@ impl Conversations {
 
 /// Assigns sequence numbers and pacing times to new log entries.
 fn paced(
-    app: &App,
-    entries: &[wire::Entry],
+    entries: Vec<wire::Entry>,
     now_ms: i64,
     after_seq: i64,
     pace_cursor: i64,
@@ -260,22 +276,23 @@ fn paced(
     let mut cursor = now_ms.max(pace_cursor);
     let mut events = Vec::with_capacity(entries.len());
     let mut deliveries = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
+    for (i, entry) in entries.into_iter().enumerate() {
         let seq = after_seq + 1 + i as i64;
         let visible_at = if entry.kind == "input" {
             now_ms
         } else {
-            if app.config.pacing {
-                cursor += entry.delay_ms as i64;
-            }
+            cursor += entry.delay_ms as i64;
             cursor
         };
-        let mut data = entry.data.clone();
-        if !app.config.pacing && entry.kind == "message" {
-            data["delay_ms"] = 0.into();
-            data["typing"] = false.into();
-        }
-        if let Some(d) = Delivery::build(seq, now_ms, visible_at, entry.kind, &data) {
+        if let Some(d) = Delivery::build(
+            seq,
+            now_ms,
+            visible_at,
+            entry.kind,
+            &entry.data,
+            entry.delay_ms,
+            entry.typing,
+        ) {
             deliveries.push(Arc::new(d));
         }
         events.push(NewEvent {
@@ -285,7 +302,7 @@ fn paced(
             client_id: (entry.kind == "input")
                 .then(|| client_id.map(String::from))
                 .flatten(),
-            data: data.to_string(),
+            data: entry.data,
         });
     }
     (events, deliveries, cursor)
@@ -518,16 +535,15 @@ impl Conv {
                 loaded.open_ask.as_deref(),
             ));
         }
-        entries.extend(turn.effects.iter().map(wire::from_effect));
-        let after_seq = inner.last_seq;
-        let (events, deliveries, cursor) = paced(
-            app,
-            &entries,
-            now_ms,
-            after_seq,
-            inner.pace_cursor,
-            client_id,
+        entries.extend(
+            turn.effects
+                .iter()
+                .map(|e| wire::from_effect(e, app.config.pacing)),
         );
+        let after_seq = inner.last_seq;
+        let logged = entries.len() as i64;
+        let (events, deliveries, cursor) =
+            paced(entries, now_ms, after_seq, inner.pace_cursor, client_id);
         let status = status_of(&turn.state.awaiting(&flow.flow));
         app.store
             .append(Append {
@@ -542,7 +558,7 @@ impl Conv {
             })
             .await?;
         // Durable: now update memory, tell everyone, send any HTTP request.
-        metrics::counter!(names::EVENTS).increment(entries.len() as u64);
+        metrics::counter!(names::EVENTS).increment(logged as u64);
         send_http(app, &self.id, &turn.effects);
         let loaded = inner.loaded.as_mut().expect("still loaded");
         let input_seq = after_seq + 1;
@@ -565,7 +581,7 @@ impl Conv {
             loaded.open_ask = last_ask(&turn.effects);
         }
         loaded.state = turn.state;
-        inner.last_seq = after_seq + entries.len() as i64;
+        inner.last_seq = after_seq + logged;
         inner.pace_cursor = cursor;
         inner.status = status;
         self.publish(&deliveries);

@@ -6,6 +6,7 @@
 //! after the commit, so an acknowledged write is on disk. A batch that fails is
 //! retried job by job, so one bad write never takes others down with it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,8 +22,21 @@ use crate::*;
 pub const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer before callers are slowed down (backpressure).
 pub const QUEUE: usize = 16_384;
-/// Events inserted per SQL statement (7 parameters each).
-const ROWS_PER_INSERT: usize = 512;
+/// Rows per multi-row statement. A batch is cut into pieces of these sizes (largest
+/// first), so only a few statement shapes exist and each stays prepared in the
+/// connection's cache; preparing a fresh statement for every batch size cost more
+/// than executing it.
+const SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Splits `items` into runs whose lengths are all in [`SHAPES`].
+fn shaped<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = *SHAPES.iter().find(|s| **s <= items.len())?;
+        let (run, rest) = items.split_at(size);
+        items = rest;
+        Some(run)
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -116,7 +130,10 @@ impl SqliteStore {
         // keep up under sustained writes and the WAL grows without bound).
         // A larger page cache keeps hot pages (conversation rows, index interiors) in
         // memory across batches; it fills only as the database is used.
-        let write_opts = opts.clone().pragma("cache_size", "-32768");
+        let write_opts = opts
+            .clone()
+            .pragma("cache_size", "-32768")
+            .pragma("wal_autocheckpoint", "10000");
         let mut write = SqliteConnection::connect_with(&write_opts).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut write)
@@ -217,19 +234,19 @@ async fn run_batch(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Outp
     Ok(outputs)
 }
 
-/// Rows per multi-row statement for each table (SQLite allows 32,766 parameters).
-const CONVERSATIONS_PER_STATEMENT: usize = 256;
-
 async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()> {
     let (creates, updates): (Vec<&&Append>, Vec<&&Append>) =
         appends.iter().partition(|a| a.create.is_some());
-    for chunk in creates.chunks(CONVERSATIONS_PER_STATEMENT) {
+    // The log refers to conversations by their integer `no`, which the statements
+    // writing the conversation rows return.
+    let mut numbers: HashMap<String, i64> = HashMap::with_capacity(appends.len());
+    for chunk in shaped(&creates) {
         let sql = multi_row(
             "INSERT INTO conversations (id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at) VALUES ",
             9,
             chunk.len(),
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        ) + " RETURNING id, no";
+        let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql));
         for a in chunk {
             let c = a.create.as_ref().expect("partitioned");
             q = q
@@ -243,18 +260,19 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()
                 .bind(a.at)
                 .bind(a.at);
         }
-        q.execute(&mut *tx).await?;
+        remember(&mut numbers, chunk, q.fetch_all(&mut *tx).await?)?;
     }
-    for chunk in updates.chunks(CONVERSATIONS_PER_STATEMENT) {
+    for chunk in shaped(&updates) {
         // One UPDATE for many conversations; each row only matches if its log has not
         // moved on (`last_seq` still equals the writer's `after_seq`).
         let values = multi_row("", 6, chunk.len());
         let sql = format!(
             "UPDATE conversations SET last_seq = v.column2, state = v.column3, status = v.column4, updated_at = v.column5
-             FROM (VALUES {}) AS v WHERE conversations.id = v.column1 AND conversations.last_seq = v.column6",
+             FROM (VALUES {}) AS v WHERE conversations.id = v.column1 AND conversations.last_seq = v.column6
+             RETURNING conversations.id, conversations.no",
             values.trim_start()
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql));
         for a in chunk {
             q = q
                 .bind(&a.conversation_id)
@@ -264,32 +282,28 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()
                 .bind(a.at)
                 .bind(a.after_seq);
         }
-        let done = q.execute(&mut *tx).await?;
-        if done.rows_affected() != chunk.len() as u64 {
-            // Some conversation moved on: the batch is retried write by write, which
-            // names the one that conflicts.
-            return Err(StoreError::Conflict(chunk[0].conversation_id.clone()));
-        }
+        remember(&mut numbers, chunk, q.fetch_all(&mut *tx).await?)?;
     }
-    let rows: Vec<(&Append, i64, &NewEvent)> = appends
+    let rows: Vec<(i64, i64, &NewEvent)> = appends
         .iter()
         .flat_map(|a| {
+            let no = numbers[&a.conversation_id];
             a.events
                 .iter()
                 .enumerate()
-                .map(move |(i, e)| (*a, a.after_seq + 1 + i as i64, e))
+                .map(move |(i, e)| (no, a.after_seq + 1 + i as i64, e))
         })
         .collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
+    for chunk in shaped(&rows) {
         let sql = multi_row(
-            "INSERT INTO events (conversation_id, seq, kind, at, visible_at, client_id, data) VALUES ",
+            "INSERT INTO events (conversation, seq, kind, at, visible_at, client_id, data) VALUES ",
             7,
             chunk.len(),
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (a, seq, e) in chunk {
+        for (no, seq, e) in chunk {
             q = q
-                .bind(&a.conversation_id)
+                .bind(*no)
                 .bind(*seq)
                 .bind(&e.kind)
                 .bind(e.at)
@@ -300,6 +314,26 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()
         q.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// Records the `no` of each conversation a statement wrote. A conversation missing
+/// from `written` has moved on since its writer read it: the batch is retried write
+/// by write, which names the one that conflicts.
+fn remember(
+    numbers: &mut HashMap<String, i64>,
+    chunk: &[&&Append],
+    written: Vec<(String, i64)>,
+) -> Result<()> {
+    let complete = written.len() == chunk.len();
+    numbers.extend(written);
+    match chunk
+        .iter()
+        .find(|a| !numbers.contains_key(&a.conversation_id))
+    {
+        Some(a) => Err(StoreError::Conflict(a.conversation_id.clone())),
+        None if !complete => Err(StoreError::Conflict(chunk[0].conversation_id.clone())),
+        None => Ok(()),
+    }
 }
 
 /// `prefix` followed by `rows` groups of `columns` placeholders.
@@ -625,8 +659,9 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<EventRow>> {
         let rows: Vec<(i64, String, i64, i64, Option<String>, String)> = sqlx::query_as(
-            "SELECT seq, kind, at, visible_at, client_id, data FROM events
-             WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT e.seq, e.kind, e.at, e.visible_at, e.client_id, e.data FROM events e
+             JOIN conversations c ON e.conversation = c.no
+             WHERE c.id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
         )
         .bind(conversation_id)
         .bind(after_seq)
@@ -648,7 +683,7 @@ impl Store for SqliteStore {
 
     async fn client_message(&self, conversation_id: &str, client_id: &str) -> Result<Option<i64>> {
         let row: Option<(i64,)> =
-            sqlx::query_as("SELECT seq FROM events WHERE conversation_id = ? AND client_id = ?")
+            sqlx::query_as("SELECT e.seq FROM events e JOIN conversations c ON e.conversation = c.no WHERE c.id = ? AND e.client_id = ?")
                 .bind(conversation_id)
                 .bind(client_id)
                 .fetch_optional(&self.read)
@@ -701,5 +736,20 @@ impl Store for SqliteStore {
             let _ = writer.await;
         }
         self.read.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_are_cut_into_a_few_statement_shapes() {
+        for n in [0usize, 1, 3, 4, 5, 17, 255, 256, 300, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let runs: Vec<&[usize]> = super::shaped(&items).collect();
+            assert_eq!(runs.concat(), items, "every item once, in order ({n})");
+            assert!(runs.iter().all(|r| super::SHAPES.contains(&r.len())), "{n}");
+        }
+        let runs: Vec<usize> = super::shaped(&[0u8; 300]).map(<[u8]>::len).collect();
+        assert_eq!(runs, [256, 16, 16, 4, 4, 4]);
     }
 }

@@ -28,8 +28,11 @@ CREATE TABLE contacts (
 );
 
 -- One conversation per run of a flow; `state` is the engine state as of `last_seq`.
+-- `no` is a compact key used only inside the database (the log refers to it);
+-- everything outside knows the conversation by its `id`.
 CREATE TABLE conversations (
-    id TEXT PRIMARY KEY,
+    no INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     flow_id TEXT NOT NULL,
     flow_version BIGINT NOT NULL,
     contact_id TEXT NOT NULL REFERENCES contacts (id),
@@ -42,19 +45,22 @@ CREATE TABLE conversations (
 
 CREATE INDEX conversations_by_contact ON conversations (contact_id, flow_id, updated_at);
 
--- The append-only conversation log: the source of truth.
+-- The append-only conversation log: the source of truth. Rows are stored in the
+-- order they are written (rowid), so a commit appends to the end of the table; the
+-- index on the small integer (conversation, seq) is the only scattered write.
 CREATE TABLE events (
-    conversation_id TEXT NOT NULL,
+    conversation BIGINT NOT NULL REFERENCES conversations (no),
     seq BIGINT NOT NULL,
     kind TEXT NOT NULL,
     at BIGINT NOT NULL,
     visible_at BIGINT NOT NULL,
     client_id TEXT,
-    data TEXT NOT NULL,
-    PRIMARY KEY (conversation_id, seq)
+    data TEXT NOT NULL
 );
 
-CREATE UNIQUE INDEX events_by_client_id ON events (conversation_id, client_id)
+CREATE UNIQUE INDEX events_by_seq ON events (conversation, seq);
+
+CREATE UNIQUE INDEX events_by_client_id ON events (conversation, client_id)
     WHERE client_id IS NOT NULL;
 
 -- API keys, stored as SHA-256 hashes.
