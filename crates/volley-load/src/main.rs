@@ -49,9 +49,12 @@ enum Scenario {
         /// The server's /metrics URL, for server-side latency.
         #[arg(long)]
         metrics: Option<String>,
-        /// Offered answers per second across all participants (each waits a random
-        /// think time averaging participants/rate seconds before answering). Without
-        /// it, everyone answers the instant a question opens (closed loop).
+        /// Offered answers per second across all participants (open loop): each
+        /// participant answers on its own fixed schedule, one answer every
+        /// participants/rate seconds, the schedules staggered evenly, so answers
+        /// arrive at a constant rate whatever the server's latency (an answer whose
+        /// question arrives late is sent at once). Without it, everyone answers the
+        /// instant a question opens (closed loop).
         #[arg(long)]
         rate: Option<f64>,
     },
@@ -230,14 +233,6 @@ fn bucket_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Opt
     delta.iter().find(|(_, c)| *c >= want).map(|(b, _)| *b)
 }
 
-/// A uniform random factor in [0.5, 1.5) for think times (splitmix64 of a seed).
-fn jitter(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    0.5 + ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-}
-
 async fn complete(
     url: String,
     flow: String,
@@ -245,7 +240,8 @@ async fn complete(
     metrics: Option<String>,
     rate: Option<f64>,
 ) -> anyhow::Result<Value> {
-    let think = rate.map(|r| n as f64 / r);
+    // Open loop: participant i sends its k-th answer at start + (i/n + k) * period.
+    let period = rate.map(|r| Duration::from_secs_f64(n as f64 / r));
     // Everyone connects first, then all start answering together.
     let mut sessions = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
@@ -265,6 +261,8 @@ async fn complete(
         let (answers, start) = (answers.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
             start.wait().await;
+            let began = tokio::time::Instant::now();
+            let mut due = period.map(|p| began + p.mul_f64(i as f64 / n as f64));
             let mut latencies: Vec<u64> = Vec::new();
             let mut pending: Option<(String, Instant)> = None;
             let mut k = i;
@@ -284,8 +282,9 @@ async fn complete(
                     (Some("event"), Some("ask")) => {
                         let q: volley_flow::Question = serde_json::from_value(v["event"].clone())?;
                         k += 1;
-                        if let Some(t) = think {
-                            tokio::time::sleep(Duration::from_secs_f64(t * jitter((i as u64) << 20 | k as u64))).await;
+                        if let (Some(at), Some(p)) = (due, period) {
+                            tokio::time::sleep_until(at).await;
+                            due = Some(at + p);
                         }
                         let id = format!("l{i}-{k}");
                         let frame = match volley_flow::sample::answer(&q, k) {
