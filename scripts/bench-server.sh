@@ -50,14 +50,21 @@ startup() {
 }
 
 throughput() {
-  $VOLLEY serve --database "$WORK/load.db" --listen 127.0.0.1:18301 --flows crates/volley-load/flows --no-demo --pacing off >"$WORK/load.log" 2>&1 &
-  pid=$!
-  START_NS=$(date +%s%N); wait_ready 18301 >/dev/null
-  # Closed loop: 2,000 participants answer the instant each question opens.
-  $LOAD complete --url ws://127.0.0.1:18301/ws --flow load-ten --participants 2000 --metrics http://127.0.0.1:18301/metrics
-  # Open loop: the same 2,000 participants, offering 5,000 answers per second.
-  $LOAD complete --url ws://127.0.0.1:18301/ws --flow load-ten --participants 2000 --rate 5000 --metrics http://127.0.0.1:18301/metrics
-  kill $pid; wait $pid 2>/dev/null || true
+  for fsync in on off; do
+    flag=""; [ $fsync = off ] && flag="--no-fsync"
+    rm -f "$WORK"/load.db*
+    $VOLLEY serve --database "$WORK/load.db" --listen 127.0.0.1:18301 --flows crates/volley-load/flows --no-demo --pacing off $flag >"$WORK/load.log" 2>&1 &
+    pid=$!
+    START_NS=$(date +%s%N); wait_ready 18301 >/dev/null
+    echo "# fsync $fsync"
+    if [ $fsync = on ]; then
+      # Closed loop: 2,000 participants answer the instant each question opens (capacity).
+      $LOAD complete --url ws://127.0.0.1:18301/ws --flow load-ten --participants 2000 --metrics http://127.0.0.1:18301/metrics
+    fi
+    # Open loop: the same 2,000 participants offer a constant 5,000 answers per second.
+    $LOAD complete --url ws://127.0.0.1:18301/ws --flow load-ten --participants 2000 --rate 5000 --metrics http://127.0.0.1:18301/metrics
+    kill $pid; wait $pid 2>/dev/null || true
+  done
 }
 
 idle() {
