@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use volley_flow::{Awaiting, Effect, Input, Question, State};
-use volley_store::{Append, EventRow, NewConversation, NewEvent};
+use volley_store::{Append, EventRow, NewConversation, NewEvent, NewTimer, TimerRow};
 
 use crate::App;
 use crate::error::ApiError;
@@ -85,8 +85,51 @@ pub enum Action {
     },
     Back,
     Skip,
-    /// An input from the server itself (a timer, an HTTP response, an agent).
+    /// An input from the server itself (an HTTP response, an agent).
     System(Input),
+    /// The firing of a durable timer: applied only if the timer is still pending, and
+    /// the timer is deleted in the same transaction.
+    Timer {
+        timer: i64,
+        input: Input,
+    },
+}
+
+/// The timers a conversation in `state` must have: the wake-up of the wait it is in,
+/// or the timeout of the question it asks. `late_after` is the wait's lateness policy.
+fn timers_for(flow: &Published, state: &State, late_after: Option<i64>) -> Vec<NewTimer> {
+    let timer = |due: jiff::Timestamp, kind: &str, step: &str, late_after| NewTimer {
+        due_at: due.as_millisecond(),
+        kind: kind.into(),
+        late_after,
+        data: serde_json::json!({ "step": step }).to_string(),
+    };
+    match state.awaiting(&flow.flow) {
+        Awaiting::Wait { step, until } => vec![timer(until, "resume", &step, late_after)],
+        Awaiting::Answer {
+            step,
+            timeout_at: Some(at),
+        } => vec![timer(at, "timeout", &step, None)],
+        _ => Vec::new(),
+    }
+}
+
+/// The timer set to write with an append: `None` when the conversation had no timers
+/// and still has none (nothing to replace).
+fn timer_change(
+    flow: &Published,
+    before: Option<&State>,
+    after: &State,
+    effects: &[Effect],
+) -> Option<Vec<NewTimer>> {
+    let new = timers_for(flow, after, lateness_of(effects));
+    let had = before.is_some_and(|b| !timers_for(flow, b, None).is_empty());
+    (had || !new.is_empty()).then_some(new)
+}
+
+/// The lateness policy of the wait a turn stopped at, if any.
+fn lateness_of(_effects: &[Effect]) -> Option<i64> {
+    None
 }
 
 /// The conversation's state as a status word (stored and sent in `welcome`).
@@ -198,7 +241,9 @@ impl Conversations {
         // Nobody is subscribed yet: the first client reads these from the log.
         let (events, _, cursor) = paced(entries, now.as_millisecond(), 0, 0, None);
         let status = status_of(&turn.state.awaiting(&flow.flow));
-        app.store
+        let timers = timer_change(&flow, None, &turn.state, &turn.effects);
+        let timer_ids = app
+            .store
             .append(Append {
                 conversation_id: id.clone(),
                 after_seq: 0,
@@ -212,8 +257,11 @@ impl Conversations {
                     contact_id: contact_id.into(),
                 }),
                 events,
+                timers: timers.clone(),
+                fired_timer: None,
             })
             .await?;
+        scheduled(app, &id, timers, timer_ids);
         send_http(app, &id, &turn.effects);
         let open_ask = last_ask(&turn.effects);
         let conv = Arc::new(Conv {
@@ -306,6 +354,23 @@ fn paced(
         });
     }
     (events, deliveries, cursor)
+}
+
+/// Tells the scheduler about timers just committed.
+fn scheduled(app: &App, conversation: &str, timers: Option<Vec<NewTimer>>, ids: Vec<i64>) {
+    let rows = timers
+        .into_iter()
+        .flatten()
+        .zip(ids)
+        .map(|(t, id)| TimerRow {
+            id,
+            due_at: t.due_at,
+            kind: t.kind,
+            conversation_id: Some(conversation.to_string()),
+            late_after: t.late_after,
+            data: t.data,
+        });
+    app.scheduler.added(rows);
 }
 
 /// Queues the request of an HTTP step the turn stopped at (after it is logged).
@@ -485,7 +550,11 @@ impl Conv {
             )),
             _ => None,
         };
-        let system = matches!(action, Action::System(_));
+        let system = matches!(action, Action::System(_) | Action::Timer { .. });
+        let fired_timer = match &action {
+            Action::Timer { timer, .. } => Some(*timer),
+            _ => None,
+        };
         let (input, step) = match action {
             Action::Answer { step, input } => {
                 if let Some(e) = refuse_now(&awaiting) {
@@ -518,7 +587,7 @@ impl Conv {
                     step,
                 )
             }
-            Action::System(input) => (input, None),
+            Action::System(input) | Action::Timer { input, .. } => (input, None),
         };
         let turn = flow
             .flow
@@ -527,6 +596,7 @@ impl Conv {
         if let [Effect::Rejected { message, .. }] = turn.effects.as_slice() {
             return Err(ApiError::unprocessable("invalid-input", message.clone()));
         }
+        let timers = timer_change(&flow, Some(&loaded.state), &turn.state, &turn.effects);
         let mut entries = Vec::with_capacity(turn.effects.len() + 1);
         if !system {
             entries.push(wire::from_input(
@@ -545,7 +615,8 @@ impl Conv {
         let (events, deliveries, cursor) =
             paced(entries, now_ms, after_seq, inner.pace_cursor, client_id);
         let status = status_of(&turn.state.awaiting(&flow.flow));
-        app.store
+        let timer_ids = app
+            .store
             .append(Append {
                 conversation_id: self.id.clone(),
                 after_seq,
@@ -555,8 +626,11 @@ impl Conv {
                 status: status.into(),
                 at: now_ms,
                 create: None,
+                timers: timers.clone(),
+                fired_timer,
             })
             .await?;
+        scheduled(app, &self.id, timers, timer_ids);
         // Durable: now update memory, tell everyone, send any HTTP request.
         metrics::counter!(names::EVENTS).increment(logged as u64);
         send_http(app, &self.id, &turn.effects);

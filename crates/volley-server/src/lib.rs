@@ -15,6 +15,7 @@ mod error;
 mod flows;
 mod ids;
 mod outbound;
+mod scheduler;
 mod session;
 mod telemetry;
 mod wire;
@@ -30,7 +31,7 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 use volley_store::{SqliteOptions, SqliteStore, Store};
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Limits};
 pub use error::ApiError;
 pub use flows::DEMO_FLOWS;
@@ -48,6 +49,8 @@ pub struct App {
     pub connections: AtomicUsize,
     /// Requests of flows' HTTP steps, waiting to be sent.
     pub outbound: outbound::Outbound,
+    /// Durable timers (waits, timeouts).
+    pub scheduler: scheduler::Scheduler,
 }
 
 /// The router: every route of the server.
@@ -125,6 +128,7 @@ pub async fn start_with_store(
         shutdown,
         connections: AtomicUsize::new(0),
         outbound: outbound::Outbound::new(),
+        scheduler: scheduler::Scheduler::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -154,6 +158,7 @@ pub async fn start_with_store(
     let mut stopping = app.shutdown.clone();
     let sweeper_app = app.clone();
     let outbound = tokio::spawn(outbound::run(app.clone()));
+    let scheduler = tokio::spawn(scheduler::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -171,6 +176,7 @@ pub async fn start_with_store(
         }
         sweeper.abort();
         outbound.abort();
+        let _ = scheduler.await;
     });
     Ok(Running {
         addr,

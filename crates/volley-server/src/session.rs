@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -261,12 +260,7 @@ impl Subscription {
             };
             let sleep = async {
                 match wake {
-                    Some(at) => {
-                        tokio::time::sleep(Duration::from_millis(
-                            (at - app.clock.now_ms()).max(0) as u64
-                        ))
-                        .await
-                    }
+                    Some(at) => app.clock.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };

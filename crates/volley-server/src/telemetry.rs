@@ -41,6 +41,14 @@ pub mod names {
     pub const CONVERSATIONS: &str = "volley_conversations_started_total";
     /// Clients disconnected because their queue overflowed.
     pub const SLOW_CLIENTS: &str = "volley_slow_clients_total";
+    /// Timers fired, by `result` (`done`, `retry`).
+    pub const TIMERS_FIRED: &str = "volley_timers_fired_total";
+    /// How late timers start firing: from their due time to the start of the firing.
+    pub const TIMER_LATENESS_SECONDS: &str = "volley_timer_lateness_seconds";
+    /// Time to fire a timer: from the start of the firing to its durable effects.
+    pub const TIMER_FIRE_SECONDS: &str = "volley_timer_fire_seconds";
+    /// Timers held in memory by the scheduler (the near future; the rest is in the store).
+    pub const TIMERS_IN_MEMORY: &str = "volley_timers_in_memory";
 }
 
 pub async fn render() -> String {

@@ -99,7 +99,7 @@ pub struct EventRow {
 /// An atomic write to one conversation: its new events (numbered from
 /// `after_seq + 1`), its state snapshot and status. With `create`, the conversation
 /// row is inserted (and `after_seq` must be 0).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Append {
     pub conversation_id: String,
     pub after_seq: i64,
@@ -108,6 +108,35 @@ pub struct Append {
     pub status: String,
     pub at: Ms,
     pub create: Option<NewConversation>,
+    /// Replaces the conversation's pending timers with these (`None`: keeps them).
+    pub timers: Option<Vec<NewTimer>>,
+    /// The timer this append is the firing of. It must still be pending (else the
+    /// append fails with `Conflict` and changes nothing) and is deleted with it.
+    pub fired_timer: Option<i64>,
+}
+
+/// A timer to schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTimer {
+    pub due_at: Ms,
+    /// What firing it does (`resume`, `timeout`, `expire`, `campaign`, …).
+    pub kind: String,
+    /// Lateness (ms) beyond which it is too late; `None`: fire however late.
+    pub late_after: Option<i64>,
+    /// JSON payload.
+    pub data: String,
+}
+
+/// A pending timer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerRow {
+    pub id: i64,
+    pub due_at: Ms,
+    pub kind: String,
+    /// The conversation it belongs to, if any.
+    pub conversation_id: Option<String>,
+    pub late_after: Option<i64>,
+    pub data: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,8 +190,9 @@ pub trait Store: Send + Sync + 'static {
         flow_id: &str,
     ) -> Result<Option<ConversationRow>>;
     /// Appends atomically; concurrent appends from many conversations are committed
-    /// together (group commit). Returns once durable.
-    async fn append(&self, append: Append) -> Result<()>;
+    /// together (group commit). Returns once durable, with the ids of the timers it
+    /// scheduled (in order).
+    async fn append(&self, append: Append) -> Result<Vec<i64>>;
     async fn events_after(
         &self,
         conversation_id: &str,
@@ -182,6 +212,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>>;
     async fn api_key_count(&self) -> Result<i64>;
+
+    /// Schedules timers that belong to no conversation; returns their ids.
+    async fn schedule_timers(&self, timers: Vec<NewTimer>) -> Result<Vec<i64>>;
+    /// Deletes a pending timer; `false` if it was not pending (fired or cancelled).
+    async fn delete_timer(&self, id: i64) -> Result<bool>;
+    /// Pending timers due at or before `until`, ordered by (`due_at`, `id`), after the
+    /// cursor (`due_at`, `id`) exclusive; at most `limit`.
+    async fn timers_due(&self, until: Ms, after: (Ms, i64), limit: i64) -> Result<Vec<TimerRow>>;
+    /// How many timers are pending.
+    async fn pending_timers(&self) -> Result<i64>;
 
     /// Waits for pending writes and closes the database.
     async fn close(&self);

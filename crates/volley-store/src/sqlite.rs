@@ -86,6 +86,8 @@ enum Write {
         scopes: String,
         at: Ms,
     },
+    Schedule(Vec<NewTimer>),
+    DeleteTimer(i64),
     /// Commit everything queued before this, then stop.
     Shutdown,
 }
@@ -93,6 +95,9 @@ enum Write {
 enum Output {
     Done,
     Published(FlowVersion, bool),
+    /// Ids of the timers scheduled.
+    Timers(Vec<i64>),
+    Deleted(bool),
 }
 
 struct Job {
@@ -224,17 +229,21 @@ async fn run_batch(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Outp
         match &job.write {
             Write::Append(a) => {
                 appends.push(a);
-                outputs.push(Output::Done);
+                outputs.push(None);
             }
-            other => outputs.push(apply(&mut tx, other).await?),
+            other => outputs.push(Some(apply(&mut tx, other).await?)),
         }
     }
-    append_all(&mut tx, &appends).await?;
+    let mut timer_ids = append_all(&mut tx, &appends).await?.into_iter();
     tx.commit().await?;
-    Ok(outputs)
+    Ok(outputs
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Output::Timers(timer_ids.next().unwrap_or_default())))
+        .collect())
 }
 
-async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()> {
+/// Writes appends; returns, for each, the ids of the timers it scheduled.
+async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<Vec<Vec<i64>>> {
     let (creates, updates): (Vec<&&Append>, Vec<&&Append>) =
         appends.iter().partition(|a| a.create.is_some());
     // The log refers to conversations by their integer `no`, which the statements
@@ -313,7 +322,101 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<()
         }
         q.execute(&mut *tx).await?;
     }
-    Ok(())
+    fire_and_replace_timers(tx, appends, &numbers).await
+}
+
+/// Deletes the timers the appends are firings of (each must still be pending), then
+/// replaces the pending timers of conversations that say so.
+async fn fire_and_replace_timers(
+    tx: &mut SqliteConnection,
+    appends: &[&Append],
+    numbers: &HashMap<String, i64>,
+) -> Result<Vec<Vec<i64>>> {
+    let fired: Vec<(i64, &str)> = appends
+        .iter()
+        .filter_map(|a| a.fired_timer.map(|t| (t, a.conversation_id.as_str())))
+        .collect();
+    for chunk in shaped(&fired) {
+        let sql = format!(
+            "DELETE FROM timers WHERE id IN ({}) RETURNING id",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
+        for (id, _) in chunk {
+            q = q.bind(*id);
+        }
+        let deleted: Vec<(i64,)> = q.fetch_all(&mut *tx).await?;
+        if let Some((_, conv)) = chunk.iter().find(|(id, _)| !deleted.contains(&(*id,))) {
+            // Fired (or cancelled) already: this firing must change nothing.
+            return Err(StoreError::Conflict((*conv).to_string()));
+        }
+    }
+    let replaced: Vec<i64> = appends
+        .iter()
+        .filter(|a| a.timers.is_some() && a.create.is_none())
+        .map(|a| numbers[&a.conversation_id])
+        .collect();
+    for chunk in shaped(&replaced) {
+        let sql = format!(
+            "DELETE FROM timers WHERE conversation IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for no in chunk {
+            q = q.bind(*no);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    let new: Vec<(Option<i64>, &NewTimer)> = appends
+        .iter()
+        .flat_map(|a| {
+            let no = numbers[&a.conversation_id];
+            a.timers.iter().flatten().map(move |t| (Some(no), t))
+        })
+        .collect();
+    let mut ids = insert_timers(tx, &new).await?.into_iter();
+    Ok(appends
+        .iter()
+        .map(|a| {
+            let n = a.timers.as_ref().map_or(0, Vec::len);
+            ids.by_ref().take(n).collect()
+        })
+        .collect())
+}
+
+/// Inserts timers; returns their ids in the order given.
+async fn insert_timers(
+    tx: &mut SqliteConnection,
+    timers: &[(Option<i64>, &NewTimer)],
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(timers.len());
+    for chunk in shaped(timers) {
+        let sql = multi_row(
+            "INSERT INTO timers (due_at, kind, conversation, late_after, data) VALUES ",
+            5,
+            chunk.len(),
+        ) + " RETURNING id";
+        let mut q = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
+        for (no, t) in chunk {
+            q = q
+                .bind(t.due_at)
+                .bind(&t.kind)
+                .bind(*no)
+                .bind(t.late_after)
+                .bind(&t.data);
+        }
+        // Rowids are assigned in insertion order (one writer, always max + 1), and
+        // RETURNING does not promise an order: sorting restores it.
+        let mut chunk_ids: Vec<i64> = q
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
+    }
+    Ok(ids)
 }
 
 /// Records the `no` of each conversation a statement wrote. A conversation missing
@@ -352,7 +455,20 @@ fn multi_row(prefix: &str, columns: usize, rows: usize) -> String {
 
 async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
     match write {
-        Write::Append(a) => append_all(tx, &[a]).await.map(|()| Output::Done),
+        Write::Append(a) => Ok(Output::Timers(
+            append_all(tx, &[a]).await?.pop().unwrap_or_default(),
+        )),
+        Write::Schedule(timers) => {
+            let rows: Vec<(Option<i64>, &NewTimer)> = timers.iter().map(|t| (None, t)).collect();
+            Ok(Output::Timers(insert_timers(tx, &rows).await?))
+        }
+        Write::DeleteTimer(id) => {
+            let done = sqlx::query("DELETE FROM timers WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
         Write::Publish {
             flow_id,
             title,
@@ -507,7 +623,7 @@ impl Store for SqliteStore {
         };
         match self.submit(write).await? {
             Output::Published(v, new) => Ok((v, new)),
-            Output::Done => unreachable!("publish answers with a version"),
+            _ => unreachable!("publish answers with a version"),
         }
     }
 
@@ -648,8 +764,58 @@ impl Store for SqliteStore {
         Ok(row.map(conversation_row))
     }
 
-    async fn append(&self, append: Append) -> Result<()> {
-        self.submit(Write::Append(append)).await.map(|_| ())
+    async fn append(&self, append: Append) -> Result<Vec<i64>> {
+        match self.submit(Write::Append(append)).await? {
+            Output::Timers(ids) => Ok(ids),
+            _ => unreachable!("an append answers with its timers"),
+        }
+    }
+
+    async fn schedule_timers(&self, timers: Vec<NewTimer>) -> Result<Vec<i64>> {
+        match self.submit(Write::Schedule(timers)).await? {
+            Output::Timers(ids) => Ok(ids),
+            _ => unreachable!("scheduling answers with ids"),
+        }
+    }
+
+    async fn delete_timer(&self, id: i64) -> Result<bool> {
+        match self.submit(Write::DeleteTimer(id)).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("a deletion answers whether it deleted"),
+        }
+    }
+
+    async fn timers_due(&self, until: Ms, after: (Ms, i64), limit: i64) -> Result<Vec<TimerRow>> {
+        let rows: Vec<(i64, i64, String, Option<String>, Option<i64>, String)> = sqlx::query_as(
+            "SELECT t.id, t.due_at, t.kind, c.id, t.late_after, t.data FROM timers t
+             LEFT JOIN conversations c ON c.no = t.conversation
+             WHERE t.due_at <= ? AND (t.due_at, t.id) > (?, ?)
+             ORDER BY t.due_at, t.id LIMIT ?",
+        )
+        .bind(until)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TimerRow {
+                id: r.0,
+                due_at: r.1,
+                kind: r.2,
+                conversation_id: r.3,
+                late_after: r.4,
+                data: r.5,
+            })
+            .collect())
+    }
+
+    async fn pending_timers(&self) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM timers")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.0)
     }
 
     async fn events_after(

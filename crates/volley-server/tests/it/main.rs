@@ -4,5 +4,6 @@ mod abuse;
 mod browser;
 mod http;
 mod outbound;
+mod scheduling;
 mod support;
 mod websocket;

@@ -42,7 +42,16 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: Arc<tempfile::TempDir>, config: Config) -> TestServer {
-        let running = volley_server::start(config, Arc::new(SystemClock))
+        Self::start_on(dir, config, Arc::new(SystemClock)).await
+    }
+
+    /// A server whose time is `clock` (virtual time in tests).
+    pub async fn start_on(
+        dir: Arc<tempfile::TempDir>,
+        config: Config,
+        clock: Arc<dyn volley_server::Clock>,
+    ) -> TestServer {
+        let running = volley_server::start(config, clock)
             .await
             .expect("server starts");
         TestServer { running, dir }

@@ -46,6 +46,16 @@ fn start(id: &str, contact: &str, events: Vec<NewEvent>) -> Append {
             flow_version: 1,
             contact_id: contact.into(),
         }),
+        ..Default::default()
+    }
+}
+
+fn timer(due_at: i64, kind: &str) -> NewTimer {
+    NewTimer {
+        due_at,
+        kind: kind.into(),
+        late_after: None,
+        data: "{}".into(),
     }
 }
 
@@ -177,4 +187,73 @@ async fn writes_after_close_fail_cleanly() {
             .await,
         Err(StoreError::Closed)
     ));
+}
+
+#[tokio::test]
+async fn timers_are_written_replaced_and_fired_once_with_their_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    contact(&store, "c").await;
+    let ids = store
+        .append(Append {
+            timers: Some(vec![timer(50, "timeout"), timer(10, "expire")]),
+            ..start("v", "c", vec![event("ask", None)])
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1], "ids follow the order given");
+    let free = store
+        .schedule_timers(vec![timer(30, "campaign")])
+        .await
+        .unwrap();
+    // Due timers in order, across conversations and free ones, with their conversation.
+    let due = store.timers_due(100, (i64::MIN, 0), 10).await.unwrap();
+    let order: Vec<(i64, &str, Option<&str>)> = due
+        .iter()
+        .map(|t| (t.due_at, t.kind.as_str(), t.conversation_id.as_deref()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (10, "expire", Some("v")),
+            (30, "campaign", None),
+            (50, "timeout", Some("v"))
+        ]
+    );
+    // The cursor pages through them; `until` bounds them.
+    let page = store.timers_due(100, (10, ids[1]), 1).await.unwrap();
+    assert_eq!(page[0].id, free[0]);
+    assert_eq!(
+        store.timers_due(20, (i64::MIN, 0), 10).await.unwrap().len(),
+        1
+    );
+
+    // Firing the timeout: the append deletes it and replaces the conversation's timers.
+    let fire = |after_seq: i64, fired: i64| Append {
+        after_seq,
+        create: None,
+        fired_timer: Some(fired),
+        timers: Some(vec![timer(500, "resume")]),
+        ..start("v", "c", vec![event("message", None)])
+    };
+    let new = store.append(fire(1, ids[0])).await.unwrap();
+    let pending: Vec<i64> = store
+        .timers_due(i64::MAX, (i64::MIN, 0), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(pending, [free[0], new[0]], "old timers replaced");
+    // Firing it again changes nothing: it is no longer pending.
+    assert!(matches!(
+        store.append(fire(2, ids[0])).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.conversation("v").await.unwrap().unwrap().last_seq, 2);
+    assert_eq!(store.pending_timers().await.unwrap(), 2);
+    assert!(store.delete_timer(free[0]).await.unwrap());
+    assert!(!store.delete_timer(free[0]).await.unwrap());
+    store.close().await;
 }
