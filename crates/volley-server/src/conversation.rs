@@ -102,6 +102,7 @@ fn timers_for(flow: &Published, state: &State, late_after: Option<i64>) -> Vec<N
         due_at: due.as_millisecond(),
         kind: kind.into(),
         late_after,
+        owner: None,
         data: serde_json::json!({ "step": step }).to_string(),
     };
     match state.awaiting(&flow.flow) {
@@ -228,6 +229,7 @@ impl Conversations {
         contact_id: &str,
         contact: volley_flow::Contact,
         flow: Arc<Published>,
+        origin: Origin,
     ) -> Result<Arc<Conv>, ApiError> {
         let id = new_id("cv");
         let now = app.clock.now();
@@ -255,13 +257,15 @@ impl Conversations {
                     flow_id: flow.id.clone(),
                     flow_version: flow.version,
                     contact_id: contact_id.into(),
+                    origin: origin.origin,
                 }),
                 events,
                 timers: timers.clone(),
-                fired_timer: None,
+                fired_timer: origin.fired_timer,
+                schedule: origin.schedule.clone(),
             })
             .await?;
-        scheduled(app, &id, timers, timer_ids);
+        scheduled(app, &id, timers, origin.schedule, timer_ids);
         send_http(app, &id, &turn.effects);
         let open_ask = last_ask(&turn.effects);
         let conv = Arc::new(Conv {
@@ -356,21 +360,41 @@ fn paced(
     (events, deliveries, cursor)
 }
 
-/// Tells the scheduler about timers just committed.
-fn scheduled(app: &App, conversation: &str, timers: Option<Vec<NewTimer>>, ids: Vec<i64>) {
-    let rows = timers
+/// Tells the scheduler about timers just committed: the conversation's own, then
+/// the owned ones (in the order the store returned their ids).
+fn scheduled(
+    app: &App,
+    conversation: &str,
+    timers: Option<Vec<NewTimer>>,
+    schedule: Vec<NewTimer>,
+    ids: Vec<i64>,
+) {
+    let own = timers
         .into_iter()
         .flatten()
-        .zip(ids)
-        .map(|(t, id)| TimerRow {
-            id,
-            due_at: t.due_at,
-            kind: t.kind,
-            conversation_id: Some(conversation.to_string()),
-            late_after: t.late_after,
-            data: t.data,
-        });
+        .map(|t| (Some(conversation.to_string()), t));
+    let owned = schedule.into_iter().map(|t| (None, t));
+    let rows = own.chain(owned).zip(ids).map(|((conv, t), id)| TimerRow {
+        id,
+        due_at: t.due_at,
+        kind: t.kind,
+        conversation_id: conv,
+        late_after: t.late_after,
+        owner: t.owner,
+        data: t.data,
+    });
     app.scheduler.added(rows);
+}
+
+/// How a conversation starts when the participant did not start it.
+#[derive(Default)]
+pub struct Origin {
+    /// What started it (`campaign:<id>`).
+    pub origin: Option<String>,
+    /// The timer whose firing starts it (deleted in the same transaction).
+    pub fired_timer: Option<i64>,
+    /// Owned timers to schedule with it (a recurring campaign's next send).
+    pub schedule: Vec<NewTimer>,
 }
 
 /// Queues the request of an HTTP step the turn stopped at (after it is logged).
@@ -628,9 +652,10 @@ impl Conv {
                 create: None,
                 timers: timers.clone(),
                 fired_timer,
+                schedule: Vec::new(),
             })
             .await?;
-        scheduled(app, &self.id, timers, timer_ids);
+        scheduled(app, &self.id, timers, Vec::new(), timer_ids);
         // Durable: now update memory, tell everyone, send any HTTP request.
         metrics::counter!(names::EVENTS).increment(logged as u64);
         send_http(app, &self.id, &turn.effects);

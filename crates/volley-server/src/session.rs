@@ -113,7 +113,13 @@ pub async fn open(app: &App, req: Open<'_>) -> Result<Session, ApiError> {
         }
         None => (
             app.convs
-                .start(app, &who.row.id, who.profile.clone(), latest.clone())
+                .start(
+                    app,
+                    &who.row.id,
+                    who.profile.clone(),
+                    latest.clone(),
+                    Default::default(),
+                )
                 .await?,
             latest,
         ),

@@ -383,7 +383,7 @@ async fn restart(app: &App, old: &Session) -> Result<Session, ApiError> {
     })?;
     let conv = app
         .convs
-        .start(app, &contact.id, profile, flow.clone())
+        .start(app, &contact.id, profile, flow.clone(), Default::default())
         .await?;
     Ok(Session {
         contact_id: contact.id,

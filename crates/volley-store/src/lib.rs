@@ -113,6 +113,9 @@ pub struct Append {
     /// The timer this append is the firing of. It must still be pending (else the
     /// append fails with `Conflict` and changes nothing) and is deleted with it.
     pub fired_timer: Option<i64>,
+    /// Timers that belong to an owner rather than to the conversation (a recurring
+    /// campaign's next send), scheduled in the same transaction.
+    pub schedule: Vec<NewTimer>,
 }
 
 /// A timer to schedule.
@@ -123,6 +126,8 @@ pub struct NewTimer {
     pub kind: String,
     /// Lateness (ms) beyond which it is too late; `None`: fire however late.
     pub late_after: Option<i64>,
+    /// What it belongs to besides a conversation (`campaign:<id>`).
+    pub owner: Option<String>,
     /// JSON payload.
     pub data: String,
 }
@@ -136,7 +141,43 @@ pub struct TimerRow {
     /// The conversation it belongs to, if any.
     pub conversation_id: Option<String>,
     pub late_after: Option<i64>,
+    pub owner: Option<String>,
     pub data: String,
+}
+
+/// A contact to create or update by its external id (an import).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactUpsert {
+    /// Used for a new contact only.
+    pub id: String,
+    pub external_id: String,
+    /// JSON profile; replaces the stored one.
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignRow {
+    pub id: String,
+    pub name: String,
+    pub flow_id: String,
+    pub spec: String,
+    pub status: String,
+    pub audience: i64,
+    pub cancelled: i64,
+    pub paused_at: Option<Ms>,
+    pub created_at: Ms,
+    pub updated_at: Ms,
+}
+
+/// A change of a campaign's status, with what happens to its pending sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CampaignChange {
+    /// Its pending timers are parked far in the future.
+    Pause,
+    /// Parked timers come back, later by the time spent paused.
+    Resume,
+    /// Pending timers are deleted (counted as cancelled).
+    Cancel,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +185,8 @@ pub struct NewConversation {
     pub flow_id: String,
     pub flow_version: i64,
     pub contact_id: String,
+    /// What started it when not the participant (`campaign:<id>`).
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +265,24 @@ pub trait Store: Send + Sync + 'static {
     async fn timers_due(&self, until: Ms, after: (Ms, i64), limit: i64) -> Result<Vec<TimerRow>>;
     /// How many timers are pending.
     async fn pending_timers(&self) -> Result<i64>;
+
+    /// Contacts in id order after `after_id`, at most `limit` (audience scans).
+    async fn contacts_after(&self, after_id: &str, limit: i64) -> Result<Vec<ContactRow>>;
+    /// Creates or updates contacts by external id, in one transaction; returns how
+    /// many were created.
+    async fn upsert_contacts(&self, contacts: Vec<ContactUpsert>, at: Ms) -> Result<i64>;
+
+    /// Creates a campaign with its first sends, in one transaction.
+    async fn create_campaign(&self, campaign: CampaignRow, sends: Vec<NewTimer>) -> Result<()>;
+    async fn campaign(&self, id: &str) -> Result<Option<CampaignRow>>;
+    async fn campaigns(&self) -> Result<Vec<CampaignRow>>;
+    /// Pauses, resumes or cancels a campaign and its pending sends, in one
+    /// transaction. `false` when the change does not apply to its status.
+    async fn change_campaign(&self, id: &str, change: CampaignChange, at: Ms) -> Result<bool>;
+    /// Pending timers of an owner, counted by `bucket_ms`-wide buckets of due time.
+    async fn owner_timers_histogram(&self, owner: &str, bucket_ms: i64) -> Result<Vec<(Ms, i64)>>;
+    /// Conversations started by `origin`.
+    async fn conversations_by_origin(&self, origin: &str) -> Result<i64>;
 
     /// Waits for pending writes and closes the database.
     async fn close(&self);

@@ -88,6 +88,9 @@ enum Write {
     },
     Schedule(Vec<NewTimer>),
     DeleteTimer(i64),
+    Upsert(Vec<ContactUpsert>, Ms),
+    CreateCampaign(CampaignRow, Vec<NewTimer>),
+    ChangeCampaign(String, CampaignChange, Ms),
     /// Commit everything queued before this, then stop.
     Shutdown,
 }
@@ -98,7 +101,11 @@ enum Output {
     /// Ids of the timers scheduled.
     Timers(Vec<i64>),
     Deleted(bool),
+    Count(i64),
 }
+
+/// How far paused campaign sends are moved (ms, ~31,000 years): beyond any window.
+const PARKED: i64 = 1_000_000_000_000_000;
 
 struct Job {
     write: Write,
@@ -251,8 +258,8 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<Ve
     let mut numbers: HashMap<String, i64> = HashMap::with_capacity(appends.len());
     for chunk in shaped(&creates) {
         let sql = multi_row(
-            "INSERT INTO conversations (id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at) VALUES ",
-            9,
+            "INSERT INTO conversations (id, flow_id, flow_version, contact_id, status, last_seq, state, origin, created_at, updated_at) VALUES ",
+            10,
             chunk.len(),
         ) + " RETURNING id, no";
         let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql));
@@ -266,6 +273,7 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<Ve
                 .bind(&a.status)
                 .bind(a.after_seq + a.events.len() as i64)
                 .bind(&a.state)
+                .bind(&c.origin)
                 .bind(a.at)
                 .bind(a.at);
         }
@@ -367,18 +375,20 @@ async fn fire_and_replace_timers(
         }
         q.execute(&mut *tx).await?;
     }
+    // Each append's conversation timers, then its owned timers.
     let new: Vec<(Option<i64>, &NewTimer)> = appends
         .iter()
         .flat_map(|a| {
             let no = numbers[&a.conversation_id];
-            a.timers.iter().flatten().map(move |t| (Some(no), t))
+            let own = a.timers.iter().flatten().map(move |t| (Some(no), t));
+            own.chain(a.schedule.iter().map(|t| (None, t)))
         })
         .collect();
     let mut ids = insert_timers(tx, &new).await?.into_iter();
     Ok(appends
         .iter()
         .map(|a| {
-            let n = a.timers.as_ref().map_or(0, Vec::len);
+            let n = a.timers.as_ref().map_or(0, Vec::len) + a.schedule.len();
             ids.by_ref().take(n).collect()
         })
         .collect())
@@ -392,8 +402,8 @@ async fn insert_timers(
     let mut ids = Vec::with_capacity(timers.len());
     for chunk in shaped(timers) {
         let sql = multi_row(
-            "INSERT INTO timers (due_at, kind, conversation, late_after, data) VALUES ",
-            5,
+            "INSERT INTO timers (due_at, kind, conversation, late_after, owner, data) VALUES ",
+            6,
             chunk.len(),
         ) + " RETURNING id";
         let mut q = sqlx::query_as::<_, (i64,)>(AssertSqlSafe(sql));
@@ -403,6 +413,7 @@ async fn insert_timers(
                 .bind(&t.kind)
                 .bind(*no)
                 .bind(t.late_after)
+                .bind(&t.owner)
                 .bind(&t.data);
         }
         // Rowids are assigned in insertion order (one writer, always max + 1), and
@@ -417,6 +428,71 @@ async fn insert_timers(
         ids.extend(chunk_ids);
     }
     Ok(ids)
+}
+
+async fn change_campaign(
+    tx: &mut SqliteConnection,
+    id: &str,
+    change: &CampaignChange,
+    at: Ms,
+) -> Result<Output> {
+    let owner = format!("campaign:{id}");
+    let row: Option<(String, Option<i64>)> =
+        sqlx::query_as("SELECT status, paused_at FROM campaigns WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((status, paused_at)) = row else {
+        return Ok(Output::Deleted(false));
+    };
+    match (change, status.as_str()) {
+        (CampaignChange::Pause, "scheduled") => {
+            sqlx::query("UPDATE timers SET due_at = due_at + ? WHERE owner = ? AND due_at < ?")
+                .bind(PARKED)
+                .bind(&owner)
+                .bind(PARKED)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE campaigns SET status = 'paused', paused_at = ?, updated_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        (CampaignChange::Resume, "paused") => {
+            let paused_for = (at - paused_at.unwrap_or(at)).max(0);
+            sqlx::query(
+                "UPDATE timers SET due_at = due_at - ? + ? WHERE owner = ? AND due_at >= ?",
+            )
+            .bind(PARKED)
+            .bind(paused_for)
+            .bind(&owner)
+            .bind(PARKED)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE campaigns SET status = 'scheduled', paused_at = NULL, updated_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        (CampaignChange::Cancel, "scheduled" | "paused") => {
+            let gone = sqlx::query("DELETE FROM timers WHERE owner = ?")
+                .bind(&owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as i64;
+            sqlx::query("UPDATE campaigns SET status = 'cancelled', cancelled = cancelled + ?, updated_at = ? WHERE id = ?")
+                .bind(gone)
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        _ => return Ok(Output::Deleted(false)),
+    }
+    Ok(Output::Deleted(true))
 }
 
 /// Records the `no` of each conversation a statement wrote. A conversation missing
@@ -462,6 +538,48 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             let rows: Vec<(Option<i64>, &NewTimer)> = timers.iter().map(|t| (None, t)).collect();
             Ok(Output::Timers(insert_timers(tx, &rows).await?))
         }
+        Write::Upsert(contacts, at) => {
+            let mut created = 0;
+            for c in contacts {
+                let done = sqlx::query(
+                    "INSERT INTO contacts (id, external_id, profile, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (external_id) DO UPDATE SET profile = excluded.profile, updated_at = excluded.updated_at
+                     RETURNING (created_at = updated_at)",
+                )
+                .bind(&c.id)
+                .bind(&c.external_id)
+                .bind(&c.profile)
+                .bind(at)
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let fresh: bool = sqlx::Row::try_get(&done, 0)?;
+                created += fresh as i64;
+            }
+            Ok(Output::Count(created))
+        }
+        Write::CreateCampaign(c, sends) => {
+            sqlx::query(
+                "INSERT INTO campaigns (id, name, flow_id, spec, status, audience, cancelled, paused_at, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&c.id)
+            .bind(&c.name)
+            .bind(&c.flow_id)
+            .bind(&c.spec)
+            .bind(&c.status)
+            .bind(c.audience)
+            .bind(c.cancelled)
+            .bind(c.paused_at)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            let rows: Vec<(Option<i64>, &NewTimer)> = sends.iter().map(|t| (None, t)).collect();
+            insert_timers(tx, &rows).await?;
+            Ok(Output::Done)
+        }
+        Write::ChangeCampaign(id, change, at) => change_campaign(tx, id, change, *at).await,
         Write::DeleteTimer(id) => {
             let done = sqlx::query("DELETE FROM timers WHERE id = ?")
                 .bind(id)
@@ -593,6 +711,47 @@ const CONVERSATION_COLUMNS: &str =
     "id, flow_id, flow_version, contact_id, status, last_seq, state, created_at, updated_at";
 
 type ContactTuple = (String, Option<String>, String, i64, i64);
+
+type TimerTuple = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    String,
+);
+
+type CampaignTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+const CAMPAIGN_COLUMNS: &str =
+    "id, name, flow_id, spec, status, audience, cancelled, paused_at, created_at, updated_at";
+
+fn campaign_row(t: CampaignTuple) -> CampaignRow {
+    CampaignRow {
+        id: t.0,
+        name: t.1,
+        flow_id: t.2,
+        spec: t.3,
+        status: t.4,
+        audience: t.5,
+        cancelled: t.6,
+        paused_at: t.7,
+        created_at: t.8,
+        updated_at: t.9,
+    }
+}
 
 fn contact_row(t: ContactTuple) -> ContactRow {
     ContactRow {
@@ -786,8 +945,8 @@ impl Store for SqliteStore {
     }
 
     async fn timers_due(&self, until: Ms, after: (Ms, i64), limit: i64) -> Result<Vec<TimerRow>> {
-        let rows: Vec<(i64, i64, String, Option<String>, Option<i64>, String)> = sqlx::query_as(
-            "SELECT t.id, t.due_at, t.kind, c.id, t.late_after, t.data FROM timers t
+        let rows: Vec<TimerTuple> = sqlx::query_as(
+            "SELECT t.id, t.due_at, t.kind, c.id, t.late_after, t.owner, t.data FROM timers t
              LEFT JOIN conversations c ON c.no = t.conversation
              WHERE t.due_at <= ? AND (t.due_at, t.id) > (?, ?)
              ORDER BY t.due_at, t.id LIMIT ?",
@@ -806,9 +965,82 @@ impl Store for SqliteStore {
                 kind: r.2,
                 conversation_id: r.3,
                 late_after: r.4,
-                data: r.5,
+                owner: r.5,
+                data: r.6,
             })
             .collect())
+    }
+
+    async fn contacts_after(&self, after_id: &str, limit: i64) -> Result<Vec<ContactRow>> {
+        let rows: Vec<ContactTuple> = sqlx::query_as(
+            "SELECT id, external_id, profile, created_at, updated_at FROM contacts WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(contact_row).collect())
+    }
+
+    async fn upsert_contacts(&self, contacts: Vec<ContactUpsert>, at: Ms) -> Result<i64> {
+        match self.submit(Write::Upsert(contacts, at)).await? {
+            Output::Count(n) => Ok(n),
+            _ => unreachable!("an upsert answers with a count"),
+        }
+    }
+
+    async fn create_campaign(&self, campaign: CampaignRow, sends: Vec<NewTimer>) -> Result<()> {
+        self.submit(Write::CreateCampaign(campaign, sends))
+            .await
+            .map(|_| ())
+    }
+
+    async fn campaign(&self, id: &str) -> Result<Option<CampaignRow>> {
+        let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?");
+        let row: Option<CampaignTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(campaign_row))
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignRow>> {
+        let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY created_at DESC, id");
+        let rows: Vec<CampaignTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(campaign_row).collect())
+    }
+
+    async fn change_campaign(&self, id: &str, change: CampaignChange, at: Ms) -> Result<bool> {
+        match self
+            .submit(Write::ChangeCampaign(id.into(), change, at))
+            .await?
+        {
+            Output::Deleted(applied) => Ok(applied),
+            _ => unreachable!("a campaign change answers whether it applied"),
+        }
+    }
+
+    async fn owner_timers_histogram(&self, owner: &str, bucket_ms: i64) -> Result<Vec<(Ms, i64)>> {
+        let bucket = bucket_ms.max(1);
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT (due_at / ?) * ?, COUNT(*) FROM timers WHERE owner = ? GROUP BY 1 ORDER BY 1",
+        )
+        .bind(bucket)
+        .bind(bucket)
+        .bind(owner)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn conversations_by_origin(&self, origin: &str) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM conversations WHERE origin = ?")
+            .bind(origin)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.0)
     }
 
     async fn pending_timers(&self) -> Result<i64> {

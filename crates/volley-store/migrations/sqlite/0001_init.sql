@@ -39,9 +39,13 @@ CREATE TABLE conversations (
     status TEXT NOT NULL,
     last_seq BIGINT NOT NULL,
     state TEXT NOT NULL,
+    -- What started it when not the participant: `campaign:<id>`.
+    origin TEXT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
+
+CREATE INDEX conversations_by_origin ON conversations (origin) WHERE origin IS NOT NULL;
 
 CREATE INDEX conversations_by_contact ON conversations (contact_id, flow_id, updated_at);
 

@@ -8,6 +8,8 @@ CREATE TABLE timers (
     kind TEXT NOT NULL,
     -- conversations.no, for timers that belong to a conversation.
     conversation BIGINT REFERENCES conversations (no),
+    -- What else they belong to (`campaign:<id>`), to pause or cancel them together.
+    owner TEXT,
     -- Lateness (ms) beyond which the timer is too late (NULL: fire however late).
     late_after BIGINT,
     data TEXT NOT NULL
@@ -16,3 +18,5 @@ CREATE TABLE timers (
 CREATE INDEX timers_by_due ON timers (due_at, id);
 
 CREATE INDEX timers_by_conversation ON timers (conversation) WHERE conversation IS NOT NULL;
+
+CREATE INDEX timers_by_owner ON timers (owner, due_at) WHERE owner IS NOT NULL;

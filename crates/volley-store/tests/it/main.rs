@@ -45,6 +45,7 @@ fn start(id: &str, contact: &str, events: Vec<NewEvent>) -> Append {
             flow_id: "f".into(),
             flow_version: 1,
             contact_id: contact.into(),
+            origin: None,
         }),
         ..Default::default()
     }
@@ -55,6 +56,7 @@ fn timer(due_at: i64, kind: &str) -> NewTimer {
         due_at,
         kind: kind.into(),
         late_after: None,
+        owner: None,
         data: "{}".into(),
     }
 }
@@ -255,5 +257,126 @@ async fn timers_are_written_replaced_and_fired_once_with_their_conversation() {
     assert_eq!(store.pending_timers().await.unwrap(), 2);
     assert!(store.delete_timer(free[0]).await.unwrap());
     assert!(!store.delete_timer(free[0]).await.unwrap());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn contacts_upsert_by_external_id_and_campaign_sends_pause_resume_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let up = |id: &str, ext: &str, profile: &str| ContactUpsert {
+        id: id.into(),
+        external_id: ext.into(),
+        profile: profile.into(),
+    };
+    let created = store
+        .upsert_contacts(
+            vec![up("c1", "u1", r#"{"name":"A"}"#), up("c2", "u2", "{}")],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, 2);
+    // Again with a change: updates, keeps the first id, creates the new one.
+    let created = store
+        .upsert_contacts(
+            vec![up("zz", "u1", r#"{"name":"B"}"#), up("c3", "u3", "{}")],
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, 1);
+    let c1 = store.contact_by_external_id("u1").await.unwrap().unwrap();
+    assert_eq!(
+        (c1.id.as_str(), c1.profile.as_str()),
+        ("c1", r#"{"name":"B"}"#)
+    );
+    let page = store.contacts_after("", 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c1", "c2"]
+    );
+    assert_eq!(store.contacts_after("c2", 10).await.unwrap().len(), 1);
+
+    let send = |due: i64| NewTimer {
+        owner: Some("campaign:k".into()),
+        ..timer(due, "campaign")
+    };
+    let row = CampaignRow {
+        id: "k".into(),
+        name: "K".into(),
+        flow_id: "f".into(),
+        spec: "{}".into(),
+        status: "scheduled".into(),
+        audience: 3,
+        cancelled: 0,
+        paused_at: None,
+        created_at: 10,
+        updated_at: 10,
+    };
+    store
+        .create_campaign(row, vec![send(1_000), send(2_000), send(90_000)])
+        .await
+        .unwrap();
+    let hist = store
+        .owner_timers_histogram("campaign:k", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(hist, [(0, 2), (60_000, 1)]);
+    // Paused: nothing is due any more; resumed 500 ms later: everything moved by 500.
+    assert!(
+        store
+            .change_campaign("k", CampaignChange::Pause, 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .change_campaign("k", CampaignChange::Pause, 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .timers_due(100_000_000_000_000, (i64::MIN, 0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .change_campaign("k", CampaignChange::Resume, 600)
+            .await
+            .unwrap()
+    );
+    let due: Vec<i64> = store
+        .timers_due(i64::MAX / 2, (i64::MIN, 0), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.due_at)
+        .collect();
+    assert_eq!(due, [1_500, 2_500, 90_500]);
+    assert!(
+        store
+            .change_campaign("k", CampaignChange::Cancel, 700)
+            .await
+            .unwrap()
+    );
+    let k = store.campaign("k").await.unwrap().unwrap();
+    assert_eq!((k.status.as_str(), k.cancelled), ("cancelled", 3));
+    assert_eq!(store.pending_timers().await.unwrap(), 0);
+    assert!(
+        !store
+            .change_campaign("k", CampaignChange::Resume, 800)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .change_campaign("nope", CampaignChange::Pause, 800)
+            .await
+            .unwrap()
+    );
     store.close().await;
 }
