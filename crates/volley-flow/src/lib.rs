@@ -5,6 +5,7 @@
 //! a new [`State`] and the [`Effect`]s for the caller to carry out.
 
 mod answer;
+pub mod calendar;
 mod compile;
 mod diag;
 mod engine;
@@ -17,6 +18,7 @@ mod time;
 pub mod transcript;
 mod yaml;
 
+pub use calendar::{Calendar, QuietHours, ScheduleError, SchedulePart};
 pub use compile::{
     Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS, check, compile, content_hash,
 };

@@ -11,8 +11,8 @@
 
 use std::sync::OnceLock;
 
-use jiff::civil::{Date, Time};
-use jiff::tz::{TimeZone, TimeZoneDatabase};
+use jiff::civil::{Date, DateTime, Time};
+use jiff::tz::{AmbiguousOffset, TimeZone, TimeZoneDatabase};
 use jiff::{Span, Timestamp, Unit, Zoned};
 
 fn tzdb() -> &'static TimeZoneDatabase {
@@ -26,6 +26,15 @@ pub fn zone(name: &str) -> Option<TimeZone> {
         return Some(TimeZone::UTC);
     }
     tzdb().get(name).ok()
+}
+
+/// Names of the bundled time zones (for "did you mean" suggestions).
+pub fn zone_names() -> impl Iterator<Item = &'static str> {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| tzdb().available().map(|n| n.as_str().to_string()).collect())
+        .iter()
+        .map(String::as_str)
 }
 
 /// Parses a duration: `500ms`, `2s`, `1.5s`, `10m`, `1h30m`, `2d`, `1w`, `-1h`, or ISO
@@ -62,6 +71,24 @@ pub fn parse_millis(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}` is negative"));
     }
     Ok(ms.round() as u64)
+}
+
+/// The instant of a local date-time used as a schedule boundary (opening hours, quiet
+/// hours), by the documented DST rule: a time inside a spring-forward gap resolves to
+/// the moment the gap ends (the instant the clocks jump), a repeated time to its first
+/// occurrence. So a range lying entirely inside a gap is empty that day. `None` only
+/// at the edges of the representable range.
+pub fn resolve_boundary(dt: DateTime, tz: &TimeZone) -> Option<Timestamp> {
+    match tz.to_ambiguous_timestamp(dt).offset() {
+        AmbiguousOffset::Unambiguous { offset } => offset.to_timestamp(dt).ok(),
+        AmbiguousOffset::Fold { before, .. } => before.to_timestamp(dt).ok(),
+        AmbiguousOffset::Gap { after, .. } => {
+            // Read with the later offset, the time falls before the transition; the
+            // next transition from there is the end of the gap.
+            let probe = after.to_timestamp(dt).ok()?;
+            tz.following(probe).next().map(|t| t.timestamp())
+        }
+    }
 }
 
 /// Adds a span to an instant, counting days in the given zone (so "1d" across a DST

@@ -3,5 +3,6 @@
 mod api;
 mod check;
 mod props;
+mod schedules;
 mod support;
 mod transcripts;
