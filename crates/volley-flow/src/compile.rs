@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
+use crate::calendar::{Calendar, QuietHours, SchedulePart};
 use crate::diag::{Diagnostic, did_you_mean, span_of};
+use crate::engine::Lateness;
 use crate::expr::{BUILTIN_NAMES, CodeBuilder, ExprId, FUNCTION_NAMES, Text, TplId};
 use crate::flow::*;
 use crate::model::*;
@@ -242,6 +244,7 @@ enum Slot {
     Goto(usize),
     SplitArm(usize, usize),
     HttpError(usize),
+    OnLate(usize),
     Start,
 }
 
@@ -271,6 +274,10 @@ struct Lowerer<'a> {
     /// Per scope: step id spans (for unreachable warnings).
     step_spans: Vec<Vec<Option<Range<usize>>>>,
     calls: Vec<PendingCall>,
+    /// Names under `calendars:` (valid or not), for `unknown-calendar`.
+    calendar_names: Vec<String>,
+    /// `expire_after` in milliseconds, for waits and timeouts that outlive it.
+    expire_after_ms: Option<u64>,
 }
 
 const KIND_KEYS: &[&str] = &[
@@ -303,6 +310,8 @@ impl<'a> Lowerer<'a> {
             targets: Vec::new(),
             step_spans: Vec::new(),
             calls: Vec::new(),
+            calendar_names: Vec::new(),
+            expire_after_ms: None,
         }
     }
 
@@ -347,6 +356,7 @@ impl<'a> Lowerer<'a> {
     ) -> Text {
         let t = self.code.text(value, markdown);
         if let Text::Template(id) = t {
+            self.check_calendar_refs(value, span.clone());
             self.spans_tpl.push(span.clone());
             self.uses.push(Use {
                 scope,
@@ -364,6 +374,7 @@ impl<'a> Lowerer<'a> {
             self.err("empty-expression", "expression is empty", span.clone());
         }
         let id = self.code.expr(&sp.value.0);
+        self.check_calendar_refs(&sp.value.0, span.clone());
         self.spans_expr.push(span.clone());
         self.uses.push(Use {
             scope,
@@ -484,6 +495,16 @@ impl<'a> Lowerer<'a> {
             } else {
                 Some(tz.value.clone())
             }
+        });
+        let calendars = self.calendars(&doc.calendars);
+        let quiet_hours = doc.quiet_hours.as_ref().and_then(|q| self.quiet_hours(q));
+        self.expire_after_ms = doc.expire_after.as_ref().and_then(|e| {
+            time::parse_duration_ms(&e.value)
+                .map_err(|m| {
+                    self.err("invalid-duration", m, span_of(e))
+                        .help("e.g. `expire_after: 30d`");
+                })
+                .ok()
         });
         let assistant = Assistant {
             name: doc.assistant.as_ref().and_then(|a| a.name.clone()),
@@ -639,8 +660,150 @@ impl<'a> Lowerer<'a> {
             code,
             any_back,
             info,
+            calendars: std::sync::Arc::new(calendars),
+            quiet_hours,
+            expire_after_ms: self.expire_after_ms,
         };
         Some(flow)
+    }
+
+    fn calendars(&mut self, docs: &[(Sp<String>, CalendarDoc)]) -> Calendars {
+        let mut out = Calendars::new();
+        for (name, doc) in docs {
+            self.calendar_names.push(name.value.clone());
+            if !is_step_id(&name.value) {
+                self.err(
+                    "invalid-name",
+                    format!("calendar name `{}` is not valid", name.value),
+                    span_of(name),
+                )
+                .help("use letters, digits, `-` and `_`");
+            }
+            let hours = &doc.hours.value.0;
+            let built = Calendar::new(
+                &doc.timezone.value,
+                hours
+                    .iter()
+                    .map(|(days, times)| (days.value.as_str(), times.value.as_str())),
+                doc.closed.iter().map(|c| c.value.as_str()),
+            );
+            match built {
+                Ok(c) => {
+                    out.insert(name.value.clone(), c);
+                }
+                Err(errors) => {
+                    for e in errors {
+                        let (code, span) = match e.part {
+                            SchedulePart::Timezone => ("unknown-timezone", span_of(&doc.timezone)),
+                            SchedulePart::HoursDays(i) => ("invalid-hours", span_of(&hours[i].0)),
+                            SchedulePart::HoursTimes(i) => ("invalid-hours", span_of(&hours[i].1)),
+                            SchedulePart::Closed(i) => ("invalid-date", span_of(&doc.closed[i])),
+                            _ => ("invalid-hours", span_of(&doc.hours)),
+                        };
+                        self.err(code, e.message, span).help_opt(e.help);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn quiet_hours(&mut self, doc: &QuietHoursDoc) -> Option<QuietHours> {
+        let on: Vec<&str> = match doc.on.as_ref().map(|o| &o.value) {
+            None => Vec::new(),
+            Some(DaysDoc::Named(n)) => vec![n.as_str()],
+            Some(DaysDoc::List(list)) => list.iter().map(String::as_str).collect(),
+        };
+        match QuietHours::new(&doc.from.value, &doc.to.value, &on) {
+            Ok(q) => Some(q),
+            Err(errors) => {
+                for e in errors {
+                    let span = match e.part {
+                        SchedulePart::From => span_of(&doc.from),
+                        SchedulePart::On => doc.on.as_ref().and_then(span_of),
+                        _ => span_of(&doc.to),
+                    };
+                    self.err("invalid-quiet-hours", e.message, span)
+                        .help_opt(e.help);
+                }
+                None
+            }
+        }
+    }
+
+    /// Reports calendar names that do not exist, where a template or expression calls
+    /// a calendar function with a literal name (`is_open("support")`).
+    fn check_calendar_refs(&mut self, src: &str, span: Option<Range<usize>>) {
+        if !src.contains("_open") && !src.contains("_close") {
+            return;
+        }
+        static CALLS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let re = CALLS.get_or_init(|| {
+            regex::Regex::new(
+                r#"\b(?:is_open|next_open|next_close)\s*\(\s*(?:"([^"\\]*)"|'([^'\\]*)')"#,
+            )
+            .expect("valid regex")
+        });
+        for cap in re.captures_iter(src) {
+            let (Some(call), Some(name)) = (cap.get(0), cap.get(1).or(cap.get(2))) else {
+                continue;
+            };
+            if self.calendar_names.iter().any(|n| n == name.as_str()) {
+                continue;
+            }
+            // Point at the name: find the call as written in the source, else the name.
+            let at = span.clone().map(|sp| {
+                let raw = self.src.get(sp.clone()).unwrap_or("");
+                match raw.find(call.as_str()) {
+                    Some(pos) => {
+                        let start = sp.start + pos + (name.start() - call.start());
+                        start..start + name.len()
+                    }
+                    None => self.find_in(sp, name.as_str()),
+                }
+            });
+            let help = self.calendar_help(name.as_str());
+            self.err(
+                "unknown-calendar",
+                format!("no calendar named `{}`", name.as_str()),
+                at,
+            )
+            .label("unknown calendar")
+            .help_opt(help);
+        }
+    }
+
+    fn calendar_help(&self, name: &str) -> Option<String> {
+        did_you_mean(name, self.calendar_names.iter().map(String::as_str)).or_else(|| {
+            Some(if self.calendar_names.is_empty() {
+                "define it under `calendars:` at the top of the file".to_string()
+            } else {
+                format!("calendars: {}", self.calendar_names.join(", "))
+            })
+        })
+    }
+
+    /// Warns when a wait or timeout lasts longer than `expire_after`.
+    fn check_outlives_expiry(&mut self, what: &str, span: &jiff::Span, at: Option<Range<usize>>) {
+        let Some(expire) = self.expire_after_ms else {
+            return;
+        };
+        let ms = span
+            .total((
+                jiff::Unit::Millisecond,
+                jiff::SpanRelativeTo::days_are_24_hours(),
+            ))
+            .unwrap_or(0.0);
+        if ms > expire as f64 {
+            self.warn(
+                "outlives-expiry",
+                format!(
+                    "this {what} is longer than `expire_after`: the conversation expires first"
+                ),
+                at,
+            )
+            .help("shorten it, or lengthen `expire_after`");
+        }
     }
 
     /// Warns when typing an option's words would hand off instead of choosing it.
@@ -1013,7 +1176,26 @@ impl<'a> Lowerer<'a> {
                     priority,
                 }
             }
-            "wait" => self.wait(si, st.wait.as_ref().expect("kind")),
+            "wait" => {
+                let spec = self.wait(si, st.wait.as_ref().expect("kind"));
+                let late = self.lateness(st.late.as_deref());
+                if let Some(t) = &st.on_late {
+                    self.target(si, t, Slot::OnLate(i));
+                    if late == Some(Lateness::Fire) {
+                        self.warn(
+                            "unused-on-late",
+                            "`on_late` is never taken: this wait resumes however late",
+                            span_of(&**t),
+                        )
+                        .help("add `late: skip` or `late: { expire: 2h }`");
+                    }
+                }
+                Kind::Wait(Box::new(WaitStep {
+                    spec,
+                    late: late.unwrap_or_default(),
+                    on_late: None,
+                }))
+            }
             "http" => Kind::Http(Box::new(self.http(
                 si,
                 i,
@@ -1075,6 +1257,7 @@ impl<'a> Lowerer<'a> {
             "branch" => vec!["branch", "else"],
             "call" => vec!["call", "with", "returns"],
             "goal" => vec!["goal", "value"],
+            "wait" => vec!["wait", "late", "on_late"],
             other => vec![other],
         };
         let no_next = matches!(kind, "end" | "goto" | "branch" | "split");
@@ -1233,7 +1416,10 @@ impl<'a> Lowerer<'a> {
             (Some(t), Some(target)) => {
                 self.target(si, target, Slot::Timeout(i));
                 match time::parse_span(&t.value) {
-                    Ok(span) if span.is_positive() => Some((span, usize::MAX)),
+                    Ok(span) if span.is_positive() => {
+                        self.check_outlives_expiry("timeout", &span, span_of(&**t));
+                        Some((span, usize::MAX))
+                    }
                     Ok(_) => {
                         self.err("invalid-duration", "timeout must be positive", span_of(t));
                         None
@@ -1633,27 +1819,32 @@ impl<'a> Lowerer<'a> {
             .collect()
     }
 
-    fn wait(&mut self, si: usize, w: &Sp<WaitDoc>) -> Kind {
+    fn wait(&mut self, si: usize, w: &Sp<WaitDoc>) -> WaitSpec {
         let span = span_of(w);
         let fail = |this: &mut Self, msg: String| {
             this.err("invalid-wait", msg, span.clone());
-            Kind::Wait(WaitSpec::For(jiff::Span::new()))
+            WaitSpec::For(jiff::Span::new())
         };
         match &w.value {
             WaitDoc::Duration(d) => match time::parse_span(d) {
-                Ok(s) if s.is_positive() => Kind::Wait(WaitSpec::For(s)),
+                Ok(s) if s.is_positive() => self.wait_for(s, span.clone()),
                 Ok(_) => fail(self, "a wait must be positive".into()),
                 Err(e) => fail(self, e),
             },
             WaitDoc::Full(f) => {
-                let given = [f.for_.is_some(), f.until.is_some(), f.at.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
+                let given = [
+                    f.for_.is_some(),
+                    f.until.is_some(),
+                    f.at.is_some(),
+                    f.until_open.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
                 if given != 1 {
                     return fail(
                         self,
-                        "a wait needs exactly one of `for`, `until` or `at`".into(),
+                        "a wait needs exactly one of `for`, `until`, `at` or `until_open`".into(),
                     );
                 }
                 if f.on.is_some() && f.until.is_none() {
@@ -1662,9 +1853,22 @@ impl<'a> Lowerer<'a> {
                 if f.offset.is_some() && f.at.is_none() {
                     return fail(self, "`offset` only applies to `at`".into());
                 }
+                if let Some(name) = &f.until_open {
+                    if !self.calendar_names.contains(&name.value) {
+                        let help = self.calendar_help(&name.value);
+                        self.err(
+                            "unknown-calendar",
+                            format!("no calendar named `{}`", name.value),
+                            span_of(name),
+                        )
+                        .label("unknown calendar")
+                        .help_opt(help);
+                    }
+                    return WaitSpec::UntilOpen(name.value.clone());
+                }
                 if let Some(d) = &f.for_ {
                     return match time::parse_span(d) {
-                        Ok(s) if s.is_positive() => Kind::Wait(WaitSpec::For(s)),
+                        Ok(s) if s.is_positive() => self.wait_for(s, span.clone()),
                         Ok(_) => fail(self, "a wait must be positive".into()),
                         Err(e) => fail(self, e),
                     };
@@ -1696,7 +1900,7 @@ impl<'a> Lowerer<'a> {
                     if days == 0 {
                         return fail(self, "no days selected".into());
                     }
-                    return Kind::Wait(WaitSpec::Until { time, days });
+                    return WaitSpec::Until { time, days };
                 }
                 let at = f.at.as_ref().expect("counted above");
                 let offset = match f.offset.as_deref().map(time::parse_span) {
@@ -1705,9 +1909,48 @@ impl<'a> Lowerer<'a> {
                     Some(Err(e)) => return fail(self, e),
                 };
                 let at = self.text_at(si, at, span.clone(), false, None);
-                Kind::Wait(WaitSpec::At { at, offset })
+                WaitSpec::At { at, offset }
             }
         }
+    }
+
+    fn wait_for(&mut self, span: jiff::Span, at: Option<Range<usize>>) -> WaitSpec {
+        self.check_outlives_expiry("wait", &span, at);
+        WaitSpec::For(span)
+    }
+
+    /// `late: fire | skip | {expire: 2h}` (default `fire`); `None` when invalid.
+    fn lateness(&mut self, doc: Option<&Sp<LateDoc>>) -> Option<Lateness> {
+        let Some(doc) = doc else {
+            return Some(Lateness::Fire);
+        };
+        Some(match &doc.value {
+            LateDoc::Named(n) => match n.trim() {
+                "fire" => Lateness::Fire,
+                "skip" => Lateness::Expire {
+                    after_ms: Lateness::SKIP_MS,
+                },
+                other => {
+                    let help = did_you_mean(other, ["fire", "skip"])
+                        .unwrap_or_else(|| "use `fire`, `skip` or `{ expire: 2h }`".into());
+                    self.err(
+                        "invalid-late",
+                        format!("`{other}` is not a lateness policy"),
+                        span_of(doc),
+                    )
+                    .help(help);
+                    return None;
+                }
+            },
+            LateDoc::Full(f) => match time::parse_duration_ms(&f.expire.value) {
+                Ok(after_ms) => Lateness::Expire { after_ms },
+                Err(e) => {
+                    self.err("invalid-duration", e, span_of(&f.expire))
+                        .help("e.g. `late: { expire: 2h }`");
+                    return None;
+                }
+            },
+        })
     }
 
     fn http(&mut self, si: usize, i: usize, h: &HttpDoc, fire_and_forget: bool) -> HttpStep {
@@ -1850,6 +2093,11 @@ impl<'a> Lowerer<'a> {
                 Slot::HttpError(s) => {
                     if let Kind::Http(h) = &mut scope.steps[s].kind {
                         h.on_error = Some(ix);
+                    }
+                }
+                Slot::OnLate(s) => {
+                    if let Kind::Wait(w) = &mut scope.steps[s].kind {
+                        w.on_late = Some(ix);
                     }
                 }
             }
@@ -2082,6 +2330,10 @@ pub(crate) fn successors(step: &Step) -> Vec<usize> {
             out.extend(step.next);
             out.extend(h.on_error);
         }
+        Kind::Wait(w) => {
+            out.extend(step.next);
+            out.extend(w.on_late);
+        }
         _ => out.extend(step.next),
     }
     out.retain(|&t| valid(t));
@@ -2215,7 +2467,7 @@ fn present_fields(st: &StepDoc) -> Vec<(&'static str, Option<Range<usize>>)> {
         max => "max", step => "step", country => "country", min_picks => "min_picks",
         max_picks => "max_picks", scale => "scale", set => "set", else_ => "else", goto => "goto",
         call => "call", with => "with", returns => "returns", goal => "goal", value => "value",
-        end => "end", handoff => "handoff", wait => "wait");
+        end => "end", handoff => "handoff", wait => "wait", late => "late", on_late => "on_late");
     plain!(alt => "alt", typing => "typing", pacing => "pacing", back => "back",
         optional => "optional", placeholder => "placeholder", integer => "integer",
         options => "options", options_from => "options_from", style => "style", items => "items",

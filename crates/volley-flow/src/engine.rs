@@ -31,6 +31,8 @@ pub const MAX_STEPS_PER_TURN: usize = 1_000;
 pub const MAX_CALL_DEPTH: usize = 16;
 /// How many answers "back" can undo.
 pub const MAX_HISTORY: usize = 100;
+/// Openings a `wait: {until_open}` looks through for one outside quiet hours.
+const MAX_QUIET_OPENINGS: usize = 32;
 
 /// Who the conversation is with. Unsigned profile data is for personalisation only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -88,6 +90,69 @@ pub enum Input {
     },
     /// The pending HTTP step failed (timeout, refused, too large).
     HttpFailed { error: String },
+    /// Sent instead of [`Input::Resume`] when a wait is resumed too late for its
+    /// [`Lateness`] policy (see [`Lateness::resume_input`]): the flow continues at the
+    /// step's `on_late`, or ends with the outcome `expired`.
+    Late,
+    /// The conversation has expired (`expire_after` since the participant's last
+    /// input): it ends with the outcome `expired`, whatever it was waiting for.
+    Expire,
+}
+
+/// What a wait resumed late means, as the step's `late:` says. The engine cannot know
+/// how late a wake-up is (the server's scheduler does), so the policy travels with
+/// [`Effect::Wait`] and the server sends [`Input::Late`] instead of [`Input::Resume`]
+/// when the wait is too late.
+///
+/// JSON: `{"policy": "fire"}` or `{"policy": "expire", "after_ms": 60000}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+pub enum Lateness {
+    /// `late: fire` (the default): resume however late.
+    #[default]
+    Fire,
+    /// Too late when resumed more than `after_ms` after the wait's `until`.
+    /// `late: skip` is `Expire { after_ms: 60_000 }` ([`Lateness::SKIP_MS`]);
+    /// `late: {expire: 2h}` is `Expire { after_ms: 7_200_000 }`.
+    Expire { after_ms: u64 },
+}
+
+impl Lateness {
+    /// The allowance of `late: skip`: one minute.
+    pub const SKIP_MS: u64 = 60_000;
+
+    /// How late a resume may be before it is too late (`None`: never too late).
+    pub fn after_ms(self) -> Option<u64> {
+        match self {
+            Lateness::Fire => None,
+            Lateness::Expire { after_ms } => Some(after_ms),
+        }
+    }
+
+    /// True when resuming at `at` a wait due at `due` is too late.
+    pub fn is_late(self, due: Timestamp, at: Timestamp) -> bool {
+        match self.after_ms() {
+            None => false,
+            Some(ms) => at.as_millisecond().saturating_sub(due.as_millisecond()) > ms as i64,
+        }
+    }
+
+    /// The first instant (to the millisecond) at which resuming a wait due at `due`
+    /// is too late; `None` when it never is.
+    pub fn late_from(self, due: Timestamp) -> Option<Timestamp> {
+        let ms = i64::try_from(self.after_ms()?).ok()?.checked_add(1)?;
+        due.checked_add(jiff::SignedDuration::from_millis(ms)).ok()
+    }
+
+    /// The input that resumes a wait due at `due` at the instant `at`:
+    /// [`Input::Late`] when it is too late, else [`Input::Resume`].
+    pub fn resume_input(self, due: Timestamp, at: Timestamp) -> Input {
+        if self.is_late(due, at) {
+            Input::Late
+        } else {
+            Input::Resume
+        }
+    }
 }
 
 /// What the caller must show, record or do.
@@ -146,9 +211,14 @@ pub enum Effect {
         reason: Option<String>,
         priority: Priority,
     },
+    /// The conversation pauses until `until` (already deferred past quiet hours); the
+    /// server resumes it then with [`Input::Resume`], or [`Input::Late`] when the
+    /// wake-up comes too late for `late`.
     Wait {
         step: String,
         until: Timestamp,
+        #[serde(default)]
+        late: Lateness,
     },
     Http {
         step: String,
@@ -486,6 +556,23 @@ impl State {
         matches!(self.at, At::Ended { .. })
     }
 
+    /// The lateness policy of the wait the conversation is paused at, if it is.
+    pub fn wait_lateness(&self, flow: &Flow) -> Option<Lateness> {
+        let At::Wait { scope, step, .. } = &self.at else {
+            return None;
+        };
+        match &flow
+            .scopes
+            .get(*scope as usize)?
+            .steps
+            .get(*step as usize)?
+            .kind
+        {
+            Kind::Wait(w) => Some(w.late),
+            _ => None,
+        }
+    }
+
     /// What the conversation waits for, with step ids resolved against `flow`.
     pub fn awaiting(&self, flow: &Flow) -> Awaiting {
         let id = |scope: u32, step: u32| {
@@ -615,18 +702,13 @@ struct Accepted {
 
 impl<'f> Run<'f> {
     fn new(flow: &'f Flow, state: State, now: Timestamp) -> Self {
-        let tz = state
-            .contact
-            .timezone
-            .as_deref()
-            .and_then(time::zone)
-            .or_else(|| flow.timezone.as_deref().and_then(time::zone))
-            .unwrap_or(TimeZone::UTC);
+        let tz = flow.contact_zone(&state.contact);
         let globals = Arc::new(Globals {
             contact: Value::from_object(ContactView(state.contact.clone())),
             flow: flow.info.clone(),
             now,
             tz: tz.clone(),
+            calendars: flow.calendars.clone(),
             formatted: Default::default(),
         });
         Run {
@@ -890,11 +972,13 @@ impl<'f> Run<'f> {
                     self.state.history.clear();
                     return;
                 }
-                Kind::Wait(spec) => match self.wait_until(spec, id) {
+                Kind::Wait(w) => match self.wait_until(&w.spec, id) {
                     Some(until) if until > self.now => {
+                        let until = self.defer_quiet(until);
                         self.effects.push(Effect::Wait {
                             step: id.to_string(),
                             until,
+                            late: w.late,
                         });
                         self.state.at = At::Wait {
                             scope: scope as u32,
@@ -1079,7 +1163,8 @@ impl<'f> Run<'f> {
         let timeout_at = q
             .timeout
             .as_ref()
-            .and_then(|(span, _)| time::add_span(self.now, &self.tz, *span).ok());
+            .and_then(|(span, _)| time::add_span(self.now, &self.tz, *span).ok())
+            .map(|t| self.defer_quiet(t));
         let today = time::today(self.now, &self.tz);
         let bound = |d: &Option<RelDate>| {
             d.as_ref()
@@ -1243,6 +1328,12 @@ impl<'f> Run<'f> {
         if let Input::Jump { step, vars } = input {
             return self.jump(&step, vars);
         }
+        if matches!(input, Input::Expire) {
+            return match self.state.at {
+                At::Ended { .. } => self.reject("ended", "this conversation has ended"),
+                _ => self.end("expired"),
+            };
+        }
         match self.state.at.clone() {
             At::Ended { .. } => self.reject("ended", "this conversation has ended"),
             At::Question {
@@ -1278,7 +1369,10 @@ impl<'f> Run<'f> {
                     let next = self.step(scope as usize, step as usize).next;
                     self.run_from(scope as usize, next)
                 }
-                Input::Resume => self.reject("not-due", format!("the wait ends at {until}")),
+                Input::Resume | Input::Late if self.now < until => {
+                    self.reject("not-due", format!("the wait ends at {until}"))
+                }
+                Input::Late => self.late(scope as usize, step as usize),
                 _ => self.reject(
                     "waiting",
                     "the conversation is paused; it continues by itself",
@@ -1306,6 +1400,32 @@ impl<'f> Run<'f> {
                 }
                 _ => self.reject("with-human", "a person is handling this conversation"),
             },
+        }
+    }
+
+    /// A wait resumed too late: `on_late`, or the end (`expired`).
+    fn late(&mut self, scope: usize, ix: usize) {
+        let Kind::Wait(w) = &self.step(scope, ix).kind else {
+            return;
+        };
+        match (w.late, w.on_late) {
+            (Lateness::Fire, _) => self.reject(
+                "never-late",
+                "this wait resumes however late (`late: fire`); send `resume`",
+            ),
+            (Lateness::Expire { .. }, Some(target)) => {
+                self.state.history.clear();
+                self.run_from(scope, Some(target))
+            }
+            (Lateness::Expire { .. }, None) => self.end("expired"),
+        }
+    }
+
+    /// Moves an instant out of the flow's quiet hours in the contact's zone.
+    fn defer_quiet(&self, t: Timestamp) -> Timestamp {
+        match &self.flow.quiet_hours {
+            Some(q) => q.defer(t, &self.tz),
+            None => t,
         }
     }
 
@@ -1796,6 +1916,7 @@ impl<'f> Run<'f> {
                 time::parse_instant(&text, &self.tz)
                     .and_then(|ts| time::add_span(ts, &self.tz, *offset))
             }
+            WaitSpec::UntilOpen(name) => self.until_open(name),
         };
         match result {
             Ok(t) => Some(t),
@@ -1804,6 +1925,39 @@ impl<'f> Run<'f> {
                 None
             }
         }
+    }
+
+    /// When a `wait: {until_open}` ends: now when the calendar is open (the participant
+    /// is here), else the first opening outside quiet hours, looking at most
+    /// [`MAX_QUIET_OPENINGS`] openings ahead; when every one of them is quiet, the
+    /// first opening (which the wait then defers past quiet hours like any other).
+    fn until_open(&self, name: &str) -> Result<Timestamp, String> {
+        let cal = self
+            .flow
+            .calendars
+            .get(name)
+            .ok_or_else(|| format!("no calendar `{name}`"))?;
+        let first = cal.next_open(self.now).ok_or_else(|| {
+            format!(
+                "calendar `{name}` does not open in the next {} days",
+                crate::calendar::SEARCH_DAYS
+            )
+        })?;
+        if first == self.now {
+            return Ok(first);
+        }
+        let mut t = first;
+        for _ in 0..MAX_QUIET_OPENINGS {
+            let deferred = self.defer_quiet(t);
+            if deferred == t {
+                return Ok(t);
+            }
+            match cal.next_open(deferred) {
+                Some(next) => t = next,
+                None => break,
+            }
+        }
+        Ok(first)
     }
 
     fn http_request(&mut self, h: &HttpStep, step: &str) -> HttpRequest {

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use minijinja::value::{Object, Rest, Value};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Expression, State, UndefinedBehavior};
 
 /// Instructions one render or evaluation may execute.
 pub const FUEL: u64 = 50_000;
@@ -41,6 +41,10 @@ pub const FUNCTION_NAMES: &[&str] = &[
     "weekday",
     "format_date",
     "format_number",
+    "is_open",
+    "next_open",
+    "next_close",
+    "local_time",
     "range",
     "dict",
     "namespace",
@@ -126,7 +130,78 @@ pub fn environment<'s>() -> Environment<'s> {
             .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))
     });
     env.add_function("format_number", format_number);
+    env.add_function("is_open", |state: &State, name: String| {
+        let g = globals(state)?;
+        Ok(Value::from(calendar(&g, &name)?.is_open(g.now)))
+    });
+    env.add_function("next_open", |state: &State, name: String| {
+        let g = globals(state)?;
+        Ok(instant_value(calendar(&g, &name)?.next_open(g.now)))
+    });
+    env.add_function("next_close", |state: &State, name: String| {
+        let g = globals(state)?;
+        Ok(instant_value(calendar(&g, &name)?.next_close(g.now)))
+    });
+    env.add_function("local_time", local_time);
     env
+}
+
+/// Functions that calendars and clocks need find the turn's [`Globals`] under this
+/// name in the context (no template can spell it).
+const GLOBALS_KEY: &str = "volley globals";
+
+fn globals(state: &State) -> Result<Arc<Globals>, Error> {
+    state
+        .lookup(GLOBALS_KEY)
+        .and_then(|v| v.downcast_object::<Globals>())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "calendars and local times are not available here",
+            )
+        })
+}
+
+fn calendar<'g>(g: &'g Globals, name: &str) -> Result<&'g crate::calendar::Calendar, Error> {
+    g.calendars.get(name).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("no calendar named `{name}`"),
+        )
+    })
+}
+
+/// An instant as templates see it (RFC 3339, like `now`), or `none`.
+fn instant_value(t: Option<jiff::Timestamp>) -> Value {
+    t.map_or(Value::from(()), |t| Value::from(t.to_string()))
+}
+
+/// `local_time(instant, fmt, zone)`: an instant (RFC 3339) formatted in the contact's
+/// zone (or `zone`); `none` stays `none`, so `| default("soon")` works.
+fn local_time(
+    state: &State,
+    instant: Value,
+    fmt: Option<String>,
+    zone: Option<String>,
+) -> Result<Value, Error> {
+    if instant.is_none() || instant.is_undefined() {
+        return Ok(Value::from(()));
+    }
+    let g = globals(state)?;
+    let invalid = |msg: String| Error::new(ErrorKind::InvalidOperation, msg);
+    let tz = match zone {
+        Some(name) => crate::time::zone(&name)
+            .ok_or_else(|| invalid(format!("unknown time zone `{name}`")))?,
+        None => g.tz.clone(),
+    };
+    let text = instant
+        .as_str()
+        .ok_or_else(|| invalid(format!("expected an instant, got {}", instant.kind())))?;
+    let at = crate::time::parse_instant(text, &tz).map_err(invalid)?;
+    let fmt = fmt.unwrap_or_else(|| "%A %-d %B, %H:%M".into());
+    jiff::fmt::strtime::format(fmt.as_str(), &at.to_zoned(tz))
+        .map(Value::from)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 fn num(x: f64) -> Result<Value, Error> {
@@ -326,8 +401,12 @@ pub(crate) struct Globals {
     pub flow: Value,
     pub now: jiff::Timestamp,
     pub tz: jiff::tz::TimeZone,
+    pub calendars: Arc<crate::flow::Calendars>,
     pub formatted: std::sync::OnceLock<(Value, Value)>,
 }
+
+/// Reachable only from Rust functions (see [`GLOBALS_KEY`]); nothing to read inside.
+impl Object for Globals {}
 
 impl Globals {
     fn now_today(&self) -> &(Value, Value) {
@@ -354,6 +433,7 @@ impl Object for Scope {
             "now" => Some(self.globals.now_today().0.clone()),
             "today" => Some(self.globals.now_today().1.clone()),
             "flow" => Some(self.globals.flow.clone()),
+            GLOBALS_KEY => Some(Value::from_dyn_object(self.globals.clone())),
             _ => self.vars.get(key).cloned(),
         }
     }

@@ -3,10 +3,13 @@
 //! A [`Flow`] is immutable and cheap to share (`Arc<Flow>`); a published version of a
 //! flow on the server is one of these. Built only by `compile.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use jiff::civil::{Date, Time};
 
+use crate::calendar::{Calendar, QuietHours};
+use crate::engine::{Contact, Lateness};
 use crate::expr::{Code, ExprId, Text};
 use crate::model::{Priority, QuestionType, RatingStyle};
 
@@ -29,7 +32,14 @@ pub struct Flow {
     pub(crate) any_back: bool,
     /// `flow` as templates see it (`id`, `title`, `version`).
     pub(crate) info: minijinja::Value,
+    /// Business-hours calendars by name (shared with every turn's template globals).
+    pub(crate) calendars: Arc<Calendars>,
+    pub(crate) quiet_hours: Option<QuietHours>,
+    pub(crate) expire_after_ms: Option<u64>,
 }
+
+/// A flow's calendars by name.
+pub(crate) type Calendars = BTreeMap<String, Calendar>;
 
 /// How the assistant presents itself in the widget.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -98,7 +108,7 @@ pub(crate) enum Kind {
         reason: Option<Text>,
         priority: Priority,
     },
-    Wait(WaitSpec),
+    Wait(Box<WaitStep>),
     Http(Box<HttpStep>),
 }
 
@@ -230,10 +240,26 @@ pub(crate) struct SplitArm {
 }
 
 #[derive(Debug)]
+pub(crate) struct WaitStep {
+    pub spec: WaitSpec,
+    pub late: Lateness,
+    /// Where a wait resumed too late continues (else the conversation expires).
+    pub on_late: Option<usize>,
+}
+
+#[derive(Debug)]
 pub(crate) enum WaitSpec {
     For(jiff::Span),
-    Until { time: Time, days: u8 },
-    At { at: Text, offset: jiff::Span },
+    Until {
+        time: Time,
+        days: u8,
+    },
+    At {
+        at: Text,
+        offset: jiff::Span,
+    },
+    /// A calendar of the flow, by name (checked at compile time).
+    UntilOpen(String),
 }
 
 #[derive(Debug)]
@@ -266,6 +292,46 @@ impl Flow {
             .iter()
             .enumerate()
             .find_map(|(si, s)| s.steps.iter().position(|st| st.id == id).map(|ix| (si, ix)))
+    }
+
+    /// A business-hours calendar of the flow (`calendars:`), by name.
+    pub fn calendar(&self, name: &str) -> Option<&Calendar> {
+        self.calendars.get(name)
+    }
+
+    /// The flow's calendars with their names, in name order.
+    pub fn calendars(&self) -> impl Iterator<Item = (&str, &Calendar)> {
+        self.calendars.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The flow's quiet hours, to apply (with [`QuietHours::defer`] in
+    /// [`Flow::contact_zone`]) to anything sent to a contact unprompted. The engine
+    /// already defers its own waits and question timeouts.
+    pub fn quiet_hours(&self) -> Option<&QuietHours> {
+        self.quiet_hours.as_ref()
+    }
+
+    /// `expire_after` in milliseconds: a conversation expires (send
+    /// [`crate::Input::Expire`]) this long after the participant's last input, or
+    /// its start when there was none.
+    pub fn expire_after_ms(&self) -> Option<u64> {
+        self.expire_after_ms
+    }
+
+    /// The flow's own `timezone` (IANA name), used when a contact has none.
+    pub fn timezone(&self) -> Option<&str> {
+        self.timezone.as_deref()
+    }
+
+    /// The zone local times are read in for `contact`: the contact's `timezone`, else
+    /// the flow's, else UTC (unknown names are skipped).
+    pub fn contact_zone(&self, contact: &Contact) -> jiff::tz::TimeZone {
+        contact
+            .timezone
+            .as_deref()
+            .and_then(crate::time::zone)
+            .or_else(|| self.timezone.as_deref().and_then(crate::time::zone))
+            .unwrap_or(jiff::tz::TimeZone::UTC)
     }
 
     /// Questions of the flow as `(step id, variable, type)`, in order.

@@ -24,8 +24,8 @@ pub use compile::{
 };
 pub use diag::{Diagnostic, Severity, did_you_mean, line_col};
 pub use engine::{
-    AckItem, Awaiting, ChoiceView, Contact, Effect, EngineError, HttpRequest, Input, Link,
-    MAX_CALL_DEPTH, MAX_CHOICES, MAX_HISTORY, MAX_INPUT_BYTES, MAX_STEPS_PER_TURN, Message,
+    AckItem, Awaiting, ChoiceView, Contact, Effect, EngineError, HttpRequest, Input, Lateness,
+    Link, MAX_CALL_DEPTH, MAX_CHOICES, MAX_HISTORY, MAX_INPUT_BYTES, MAX_STEPS_PER_TURN, Message,
     MessageKind, Question, STATE_FORMAT, State, Turn,
 };
 pub use expr::{FUEL, MAX_RENDER_BYTES};

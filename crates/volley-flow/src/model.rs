@@ -67,6 +67,101 @@ pub struct FlowDoc {
     /// Reusable sub-flows, called with a `call` step.
     #[serde(default)]
     pub subflows: BTreeMap<String, SubflowDoc>,
+    /// Business-hours calendars by name, for `is_open("name")`, `next_open("name")`
+    /// and `wait: {until_open: name}`.
+    #[serde(default, deserialize_with = "named")]
+    #[schemars(with = "BTreeMap<String, CalendarDoc>")]
+    pub calendars: Vec<(Sp<String>, CalendarDoc)>,
+    /// Times of day (in the contact's zone) when the bot must not wake the contact:
+    /// waits and question timeouts ending inside them are deferred to their end.
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHoursDoc>,
+    /// The conversation expires this long after the participant's last input (or the
+    /// start), e.g. `30d`; the server ends it with the outcome `expired`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub expire_after: Option<Sp<String>>,
+}
+
+/// Opening hours in one time zone, with closed dates.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarDoc {
+    /// IANA time zone the hours are in, e.g. `Europe/Berlin`.
+    #[schemars(with = "String")]
+    pub timezone: Sp<String>,
+    /// Weekly opening hours: days (`mon-fri`, `sat`, `weekdays`, `mon, wed`) → times
+    /// (`"09:00-17:30"`, `"09:00-12:00, 13:00-17:00"`, `"22:00-02:00"`, `"24h"`,
+    /// `closed`). Days not listed are closed.
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub hours: Sp<PairList>,
+    /// Closed dates in the calendar's zone: `"2026-12-24"` or an inclusive range
+    /// `"2026-12-31..2027-01-01"`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub closed: Vec<Sp<String>>,
+}
+
+/// `from`/`to` times of day and optionally the days, in the contact's time zone.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursDoc {
+    /// Start of the quiet period, `HH:MM`.
+    #[schemars(with = "String")]
+    pub from: Sp<String>,
+    /// End of the quiet period, `HH:MM` (before `from`: the next day; `24:00` allowed).
+    #[schemars(with = "String")]
+    pub to: Sp<String>,
+    /// Days whose quiet period applies (the day it starts on): `any` (default),
+    /// `weekdays`, `weekends`, or a list such as `[mon, tue]`.
+    #[serde(default)]
+    #[schemars(with = "Option<DaysDoc>")]
+    pub on: Option<Sp<DaysDoc>>,
+}
+
+/// A mapping kept in the order written, with the span of every key and value.
+#[derive(Debug, Clone, Default)]
+pub struct PairList(pub Vec<(Sp<String>, Sp<String>)>);
+
+impl<'de> Deserialize<'de> for PairList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PairList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of `key: value`")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<PairList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<Sp<String>>()? {
+                    out.push((k, m.next_value::<Sp<String>>()?));
+                }
+                Ok(PairList(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A mapping from spanned names to values, kept in the order written.
+fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<(Sp<String>, T)>, D::Error> {
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<(Sp<String>, T)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping of names")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(k) = m.next_key::<Sp<String>>()? {
+                out.push((k, m.next_value::<T>()?));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V(std::marker::PhantomData))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -320,10 +415,21 @@ pub struct StepDoc {
     #[serde(default)]
     #[schemars(with = "Option<HandoffDoc>")]
     pub handoff: Option<Box<Sp<HandoffDoc>>>,
-    /// Pause the conversation for a duration or until a local time.
+    /// Pause the conversation for a duration, until a local time or until a
+    /// calendar opens.
     #[serde(default)]
     #[schemars(with = "Option<WaitDoc>")]
     pub wait: Option<Box<Sp<WaitDoc>>>,
+    /// wait: what a late wake-up means (after a server outage): `fire` (default,
+    /// resume however late), `skip` (too late beyond one minute) or `{expire: 2h}`.
+    #[serde(default)]
+    #[schemars(with = "Option<LateDoc>")]
+    pub late: Option<Box<Sp<LateDoc>>>,
+    /// wait: step taken when the wait is resumed too late (default: the conversation
+    /// ends with the outcome `expired`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub on_late: Option<Box<Sp<String>>>,
     /// Make an HTTP request and map the response into variables.
     #[serde(default)]
     pub http: Option<Box<HttpDoc>>,
@@ -522,7 +628,7 @@ pub enum Priority {
 }
 
 /// `wait: 2d` or `wait: {for: 2d}` or `wait: {until: "09:00", on: weekdays}` or
-/// `wait: {at: "{{ event_start }}", offset: -1h}`.
+/// `wait: {at: "{{ event_start }}", offset: -1h}` or `wait: {until_open: support}`.
 #[derive(Debug, JsonSchema)]
 #[schemars(untagged)]
 pub enum WaitDoc {
@@ -549,6 +655,37 @@ pub struct WaitFull {
     /// Added to `at` (may be negative, e.g. `-1h`).
     #[serde(default)]
     pub offset: Option<String>,
+    /// A calendar's name: continue at once when it is open, else at its next opening.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub until_open: Option<Sp<String>>,
+}
+
+/// `late: fire`, `late: skip` or `late: {expire: 2h}`.
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
+pub enum LateDoc {
+    Named(#[schemars(with = "LateName")] String),
+    Full(Box<LateFull>),
+}
+
+/// Named lateness policies (for the schema; the checker reads the text).
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum LateName {
+    /// Resume however late (the default).
+    Fire,
+    /// Too late when resumed more than one minute after the wait's time.
+    Skip,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LateFull {
+    /// Too late when resumed more than this after the wait's time, e.g. `2h`.
+    #[schemars(with = "String")]
+    pub expire: Sp<String>,
 }
 
 #[derive(Debug, Clone, JsonSchema)]
@@ -729,7 +866,13 @@ scalar_or_map!(
     WaitDoc,
     Duration,
     Full,
-    "a duration such as `2d`, or a mapping with `for`, `until`, `at`"
+    "a duration such as `2d`, or a mapping with `for`, `until`, `at`, `until_open`"
+);
+scalar_or_map!(
+    LateDoc,
+    Named,
+    Full,
+    "`fire`, `skip`, or a mapping with `expire` such as `{expire: 2h}`"
 );
 
 impl<'de> Deserialize<'de> for OptionDoc {

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{AmbiguousOffset, TimeZone, TimeZoneDatabase};
-use jiff::{Span, Timestamp, Unit, Zoned};
+use jiff::{Span, SpanRelativeTo, Timestamp, Unit, Zoned};
 
 fn tzdb() -> &'static TimeZoneDatabase {
     static DB: OnceLock<TimeZoneDatabase> = OnceLock::new();
@@ -69,6 +69,25 @@ pub fn parse_millis(s: &str) -> Result<u64, String> {
     let ms = span.total(Unit::Millisecond).map_err(|e| e.to_string())?;
     if ms < 0.0 {
         return Err(format!("`{s}` is negative"));
+    }
+    Ok(ms.round() as u64)
+}
+
+/// A fixed length of time in milliseconds: `90s`, `2h`, `30d`, `1w`. Days and weeks
+/// count 24 hours each (for lateness allowances and expiry, where no zone applies);
+/// months and years are refused (their length varies). Must be positive.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let span = parse_span(s)?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!(
+            "`{s}`: months and years vary in length; use days or weeks"
+        ));
+    }
+    let ms = span
+        .total((Unit::Millisecond, SpanRelativeTo::days_are_24_hours()))
+        .map_err(|e| e.to_string())?;
+    if ms <= 0.0 {
+        return Err(format!("`{s}` must be positive"));
     }
     Ok(ms.round() as u64)
 }

@@ -69,6 +69,8 @@ enum Command {
     Timeout,
     Resume,
     Wait,
+    Late,
+    Expire,
     Jump(String),
     Http(u16, serde_json::Value),
     HttpFail(String),
@@ -399,6 +401,8 @@ fn parse_command(s: &str) -> Result<Command, String> {
             "timeout" => Command::Timeout,
             "resume" => Command::Resume,
             "wait" => Command::Wait,
+            "late" => Command::Late,
+            "expire" => Command::Expire,
             "jump" if !arg.is_empty() => Command::Jump(arg.to_string()),
             "http" => {
                 let (status, body) = arg.split_once(' ').unwrap_or((arg, "null"));
@@ -571,11 +575,14 @@ fn render_with_delays(effects: &[Effect], tz: Option<&str>) -> Vec<(String, Opti
                 }
                 out.push((s, None));
             }
-            Effect::Wait { until, .. } => {
-                let shown = match tz.and_then(crate::time::zone) {
+            Effect::Wait { until, late, .. } => {
+                let mut shown = match tz.and_then(crate::time::zone) {
                     Some(z) => until.to_zoned(z).to_string(),
                     None => until.to_string(),
                 };
+                if let Some(ms) = late.after_ms() {
+                    shown.push_str(&format!(" (late after {})", fmt_ms(ms)));
+                }
                 out.push((format!("wait: {shown}"), None));
             }
             Effect::Http { request, .. } => {
@@ -597,6 +604,27 @@ fn render_with_delays(effects: &[Effect], tz: Option<&str>) -> Vec<(String, Opti
             Effect::Rejected { code, .. } => out.push((format!("rejected: {code}"), None)),
             _ => {}
         }
+    }
+    out
+}
+
+/// `90000` → `1m30s`, `7200000` → `2h`, `86400000` → `1d`.
+fn fmt_ms(ms: u64) -> String {
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    if rest > 0 || out.is_empty() {
+        out.push_str(&format!("{rest}ms"));
     }
     out
 }
@@ -765,6 +793,19 @@ fn to_input(
             *now = (*now).max(until);
             Input::Resume
         }
+        Command::Late => {
+            let crate::engine::Awaiting::Wait { until, .. } = state.awaiting(flow) else {
+                return Err("`/late` needs a pending wait".into());
+            };
+            // Just past the wait's allowance (a wait that fires however late: its time).
+            let late = state
+                .wait_lateness(flow)
+                .and_then(|l| l.late_from(until))
+                .unwrap_or(until);
+            *now = (*now).max(late);
+            Input::Late
+        }
+        Command::Expire => Input::Expire,
         Command::Jump(step) => Input::Jump {
             step: step.clone(),
             vars: BTreeMap::new(),

@@ -203,6 +203,14 @@ pub fn from_input(input: &Input, step: Option<&str>, open: Option<&Question>) ->
             action: Some("http_failed"),
             ..none
         },
+        Input::Late => InputData {
+            action: Some("late"),
+            ..none
+        },
+        Input::Expire => InputData {
+            action: Some("expire"),
+            ..none
+        },
     };
     Entry {
         kind: "input",

@@ -31,7 +31,8 @@ pub struct ChatArgs {
 }
 
 const HELP: &str = "commands: /back  /skip  /restart  /vars  /wait (skip ahead to a pending wait)  \
-/timeout  /resume (a person hands back)  /http STATUS JSON  /http-fail WHY  /quit";
+/late (resume it too late)  /timeout  /resume (a person hands back)  /expire  /http STATUS JSON  \
+/http-fail WHY  /quit";
 
 pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let flow = crate::files::load_flow(&args.flow)?;
@@ -108,6 +109,22 @@ pub fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
             },
+            "/late" => match state.awaiting(&flow) {
+                Awaiting::Wait { until, .. } => {
+                    let late = state
+                        .wait_lateness(&flow)
+                        .and_then(|l| l.late_from(until))
+                        .unwrap_or(until);
+                    println!("(skipping ahead to {late}, too late for the wait)");
+                    session.skip_to(late);
+                    Input::Late
+                }
+                _ => {
+                    println!("(nothing is waiting)");
+                    continue;
+                }
+            },
+            "/expire" => Input::Expire,
             l if l.starts_with("/http-fail") => Input::HttpFailed {
                 error: l["/http-fail".len()..].trim().to_string(),
             },

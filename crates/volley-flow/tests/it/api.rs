@@ -1,7 +1,7 @@
 //! The engine API: state round-trips, versions, pacing, splits and runtime bounds.
 
 use jiff::Timestamp;
-use volley_flow::{Contact, Effect, EngineError, Flow, Input, State, compile};
+use volley_flow::{Contact, Effect, EngineError, Flow, Input, Lateness, State, compile};
 
 use crate::support::*;
 
@@ -352,4 +352,229 @@ fn rendered_messages_are_safe_html() {
         html.contains("&lt;img src=x onerror=alert(1)&gt;"),
         "{html}"
     );
+}
+
+fn ended_with(effects: &[Effect], outcome: &str) -> bool {
+    matches!(effects, [Effect::End { outcome: o }] if o == outcome)
+}
+
+#[test]
+fn expire_ends_the_conversation_in_every_state_but_ended() {
+    let f = load(&data_dir().join("lateness.yaml"));
+    assert_eq!(f.expire_after_ms(), Some(30 * 86_400_000));
+    let now = ts("2026-11-20T10:00:00Z");
+    let start = f.start(Contact::default(), now, 1).state;
+    let pick = |value: &str| {
+        f.handle(
+            &start,
+            Input::Choice {
+                values: vec![value.into()],
+            },
+            now,
+        )
+        .unwrap()
+        .state
+    };
+    // At a question, a wait, with a person, during an HTTP call.
+    for state in [start.clone(), pick("skip"), pick("person"), pick("order")] {
+        let t = f.handle(&state, Input::Expire, now).unwrap();
+        assert!(ended_with(&t.effects, "expired"), "{:?}", t.effects);
+        assert!(t.state.is_ended());
+        let again = f.handle(&t.state, Input::Expire, now).unwrap();
+        assert!(matches!(&again.effects[..], [Effect::Rejected { code, .. }] if code == "ended"));
+        assert_eq!(again.state, t.state);
+    }
+}
+
+#[test]
+fn late_follows_the_wait_policy_and_is_never_early() {
+    let f = load(&data_dir().join("lateness.yaml"));
+    let now = ts("2026-11-20T10:00:00Z");
+    let start = f.start(Contact::default(), now, 1).state;
+    let wait = |value: &str| {
+        let t = f
+            .handle(
+                &start,
+                Input::Choice {
+                    values: vec![value.into()],
+                },
+                now,
+            )
+            .unwrap();
+        let (until, late) = t
+            .effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Wait { until, late, .. } => Some((*until, *late)),
+                _ => None,
+            })
+            .expect("a wait");
+        assert_eq!(t.state.wait_lateness(&f), Some(late));
+        (t.state, until, late)
+    };
+
+    // `late: skip`: one minute, then `on_late`.
+    let (s, until, late) = wait("skip");
+    assert_eq!(late, Lateness::Expire { after_ms: 60_000 });
+    let early = f.handle(&s, Input::Late, now).unwrap();
+    assert!(matches!(&early.effects[..], [Effect::Rejected { code, .. }] if code == "not-due"));
+    assert_eq!(early.state, s);
+    let on_time = until
+        .checked_add(jiff::SignedDuration::from_secs(60))
+        .unwrap();
+    assert!(!late.is_late(until, on_time));
+    assert_eq!(late.resume_input(until, on_time), Input::Resume);
+    let too_late = late.late_from(until).unwrap();
+    assert_eq!(too_late, ts("2026-11-21T08:01:00.001Z"));
+    assert_eq!(late.resume_input(until, too_late), Input::Late);
+    let t = f.handle(&s, Input::Late, too_late).unwrap();
+    assert!(
+        t.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Enter { step } if step == "missed"))
+    );
+
+    // `late: {expire: 2h}` without `on_late`: the conversation expires.
+    let (s, until, late) = wait("expire");
+    assert_eq!(late.after_ms(), Some(7_200_000));
+    let t = f.handle(&s, Input::Late, until).unwrap();
+    assert!(ended_with(&t.effects, "expired"), "{:?}", t.effects);
+
+    // `late: fire`: never late; `late` is refused, `resume` works.
+    let (s, until, late) = wait("fire");
+    assert_eq!(late, Lateness::Fire);
+    assert!(!late.is_late(until, ts("2030-01-01T00:00:00Z")));
+    assert_eq!(late.late_from(until), None);
+    let t = f.handle(&s, Input::Late, until).unwrap();
+    assert!(matches!(&t.effects[..], [Effect::Rejected { code, .. }] if code == "never-late"));
+    assert_eq!(t.state, s);
+
+    // Late makes no sense anywhere but at a wait.
+    let t = f.handle(&start, Input::Late, now).unwrap();
+    assert!(matches!(&t.effects[..], [Effect::Rejected { .. }]));
+    assert_eq!(t.state, start);
+}
+
+#[test]
+fn the_wait_effect_carries_its_lateness_in_json() {
+    let f = load(&data_dir().join("lateness.yaml"));
+    let now = ts("2026-11-20T10:00:00Z");
+    let s = f.start(Contact::default(), now, 1).state;
+    let t = f
+        .handle(
+            &s,
+            Input::Choice {
+                values: vec!["expire".into()],
+            },
+            now,
+        )
+        .unwrap();
+    let wait = t
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::Wait { .. }))
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(wait).unwrap(),
+        serde_json::json!({
+            "type": "wait",
+            "step": "expire",
+            "until": "2026-11-20T12:00:00Z",
+            "late": {"policy": "expire", "after_ms": 7_200_000},
+        })
+    );
+    // Older log entries without `late` read as `fire`.
+    let old: Effect = serde_json::from_value(
+        serde_json::json!({"type": "wait", "step": "w", "until": "2026-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    assert!(matches!(
+        old,
+        Effect::Wait {
+            late: Lateness::Fire,
+            ..
+        }
+    ));
+    for input in [Input::Late, Input::Expire] {
+        let json = serde_json::to_value(&input).unwrap();
+        assert_eq!(serde_json::from_value::<Input>(json).unwrap(), input);
+    }
+    assert_eq!(
+        serde_json::to_value(Input::Late).unwrap(),
+        serde_json::json!({"type": "late"})
+    );
+}
+
+#[test]
+fn compiled_flows_expose_calendars_quiet_hours_and_zones() {
+    let f = load(&data_dir().join("quiet.yaml"));
+    let names: Vec<&str> = f.calendars().map(|(n, _)| n).collect();
+    assert_eq!(names, ["kolkata", "mornings"]);
+    assert_eq!(f.calendar("kolkata").unwrap().timezone(), "Asia/Kolkata");
+    assert!(f.calendar("nope").is_none());
+    assert_eq!(f.timezone(), Some("Europe/Berlin"));
+    assert_eq!(f.expire_after_ms(), None);
+    let q = f.quiet_hours().expect("quiet hours");
+    // The server defers its own sends in the contact's zone, else the flow's.
+    let ny = Contact {
+        timezone: Some("America/New_York".into()),
+        ..Contact::default()
+    };
+    let zone = f.contact_zone(&ny);
+    assert_eq!(
+        q.defer(ts("2026-11-21T03:00:00Z"), &zone), // 22:00 EST
+        ts("2026-11-21T13:00:00Z")                  // 08:00 EST
+    );
+    let nowhere = Contact {
+        timezone: Some("Mars/Olympus".into()),
+        ..Contact::default()
+    };
+    assert_eq!(
+        q.defer(ts("2026-11-20T22:00:00Z"), &f.contact_zone(&nowhere)), // 23:00 Berlin
+        ts("2026-11-21T07:00:00Z")
+    );
+    let plain = load(&data_dir().join("time.yaml"));
+    assert!(plain.quiet_hours().is_none());
+    assert_eq!(plain.calendars().count(), 0);
+}
+
+#[test]
+fn calendar_functions_fail_softly_at_run_time() {
+    let f = flow(
+        r#"volley: 1
+id: cal
+title: Cal
+calendars:
+  support: { timezone: UTC, hours: { mon-fri: "09:00-17:00" } }
+steps:
+  - set:
+      name: "'supp' ~ 'ort'"
+      wrong: "'nope'"
+  - say: "{{ is_open(name) }} {{ next_open(wrong) }}"
+  - say: "{{ local_time(none) | default('soon') }} {{ local_time(now, '%H:%M', 'Asia/Kolkata') }}"
+  - say: "{{ local_time('yesterday') }}"
+"#,
+    );
+    let t = f.start(Contact::default(), ts("2026-01-05T09:30:00Z"), 1);
+    let errors: Vec<&str> = t
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Error { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("no calendar named `nope`"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].contains("is not a date-time"), "{}", errors[1]);
+    let texts: Vec<String> = messages(&t.effects)
+        .iter()
+        .filter_map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts[0], "");
+    assert_eq!(texts[1], "soon 15:00");
 }

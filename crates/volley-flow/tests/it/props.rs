@@ -44,6 +44,8 @@ fn any_input() -> impl Strategy<Value = Input> {
         1 => "[a-z_/-]{0,12}".prop_map(|step| Input::Jump { step, vars: Default::default() }),
         1 => (100u16..600, any_text()).prop_map(|(status, b)| Input::HttpResponse { status, body: serde_json::json!({"status": b, "items": [b]}) }),
         1 => any_text().prop_map(|error| Input::HttpFailed { error }),
+        1 => Just(Input::Late),
+        1 => Just(Input::Expire),
     ]
 }
 
@@ -67,6 +69,16 @@ proptest! {
             for e in &turn.effects {
                 if let Effect::Wait { until, .. } = e {
                     prop_assert!(*until > now, "a wait ends before it starts");
+                    if let Some(q) = flow.quiet_hours() {
+                        let zone = flow.contact_zone(&state.contact);
+                        prop_assert!(!q.is_quiet(*until, &zone), "a wait ends in quiet hours");
+                    }
+                }
+                if let Effect::Ask(q) = e
+                    && let (Some(at), Some(quiet)) = (q.timeout_at, flow.quiet_hours())
+                {
+                    let zone = flow.contact_zone(&state.contact);
+                    prop_assert!(!quiet.is_quiet(at, &zone), "a timeout ends in quiet hours");
                 }
             }
             let json = serde_json::to_string(&turn.state).unwrap();
