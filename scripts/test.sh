@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VOLLEY_BROWSER_TESTS="${VOLLEY_BROWSER_TESTS:-1}"
+export VOLLEY_SMTP_TESTS="${VOLLEY_SMTP_TESTS:-1}"
 cargo test --workspace --all-targets --locked
 cargo run --quiet --locked -p volley -- check examples/
 cargo run --quiet --locked -p volley -- test examples/

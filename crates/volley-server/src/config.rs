@@ -32,6 +32,8 @@ pub struct Config {
     /// Let flows' HTTP steps reach private, loopback and link-local addresses.
     pub allow_private_http: bool,
     pub limits: Limits,
+    /// Notification channels (email, webhook): all off by default.
+    pub channels: ChannelsConfig,
 }
 
 /// Every limit the server enforces (documented in docs/protocol.md and docs/operations.md).
@@ -86,6 +88,76 @@ impl Default for Limits {
     }
 }
 
+/// The `[channels]` table: how contacts are notified of messages while away (see
+/// `channels.rs` and docs/operations.md). A channel is on when its `url` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    pub email: EmailConfig,
+    pub webhook: WebhookConfig,
+}
+
+/// `[channels.email]`: notifications by email through an SMTP relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `smtp://host[:port]` (no TLS: a local relay), `smtp://host?tls=required`
+    /// (STARTTLS), `smtps://host` (TLS); `user:password@` may be part of it. Unset: off.
+    pub url: Option<String>,
+    /// SMTP user name (overrides the URL's).
+    pub username: Option<String>,
+    /// SMTP password (overrides the URL's).
+    pub password: Option<String>,
+    /// The sender, `noreply@example.com` or `Example <noreply@example.com>`; required.
+    pub from: Option<String>,
+    /// Where replies go, if not to `from`.
+    pub reply_to: Option<String>,
+    /// Longest time one email may take to send, connecting included (milliseconds).
+    pub timeout_ms: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            url: None,
+            username: None,
+            password: None,
+            from: None,
+            reply_to: None,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[channels.webhook]`: notifications POSTed as signed JSON (Standard Webhooks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// The `http://` or `https://` endpoint. Unset: off.
+    pub url: Option<String>,
+    /// Signing secret (`whsec_` + base64, or any other string used as is); required.
+    pub secret: Option<String>,
+    /// Longest time one request may take, response included (milliseconds).
+    pub timeout_ms: u64,
+    /// Response bytes read (for the error message); the rest is not read.
+    pub response_bytes: usize,
+    /// Let this URL be a private, loopback or link-local address (also allowed by
+    /// `allow_private_http`).
+    pub allow_private: bool,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: None,
+            secret: None,
+            timeout_ms: 10_000,
+            response_bytes: 64 * 1024,
+            allow_private: false,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -101,6 +173,7 @@ impl Default for Config {
             log_json: false,
             allow_private_http: false,
             limits: Limits::default(),
+            channels: ChannelsConfig::default(),
         }
     }
 }

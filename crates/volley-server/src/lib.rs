@@ -7,6 +7,7 @@
 
 mod api;
 mod assets;
+pub mod channels;
 mod clock;
 mod config;
 mod contacts;
@@ -51,6 +52,8 @@ pub struct App {
     pub outbound: outbound::Outbound,
     /// Durable timers (waits, timeouts).
     pub scheduler: scheduler::Scheduler,
+    /// Notification channels (email, webhook) enabled by the configuration.
+    pub channels: channels::Channels,
 }
 
 /// The router: every route of the server.
@@ -118,6 +121,7 @@ pub async fn start_with_store(
 ) -> Result<Running, String> {
     telemetry::handle();
     outbound::install_crypto_provider();
+    let channels = channels::Channels::from_config(&config.channels, config.allow_private_http)?;
     let (stop, shutdown) = watch::channel(false);
     let app = Arc::new(App {
         config,
@@ -129,6 +133,7 @@ pub async fn start_with_store(
         connections: AtomicUsize::new(0),
         outbound: outbound::Outbound::new(),
         scheduler: scheduler::Scheduler::default(),
+        channels,
     });
     let now = app.clock.now_ms();
     app.flows

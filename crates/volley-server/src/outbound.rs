@@ -49,7 +49,7 @@ impl Outbound {
 }
 
 /// Why a request was not sent or not answered (becomes the flow's `http_error`).
-fn refused(host: &str) -> String {
+pub(crate) fn refused(host: &str) -> String {
     format!(
         "refused: {host} is a private, loopback or link-local address \
          (set allow_private_http to allow it)"
@@ -90,7 +90,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 /// Resolves names like the system does, then drops non-public addresses.
-struct GuardedResolver;
+pub(crate) struct GuardedResolver;
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -109,7 +109,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// A host given as an IP literal skips DNS, so it is checked here.
-fn literal_allowed(url: &reqwest::Url) -> bool {
+pub(crate) fn literal_allowed(url: &reqwest::Url) -> bool {
     match url.host_str() {
         Some(host) => host
             .trim_start_matches('[')
@@ -210,7 +210,7 @@ async fn try_perform(
 }
 
 /// The error a flow author sees: short, without Rust type names.
-fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     use std::error::Error;
     if e.is_timeout() {
         return "timed out".into();

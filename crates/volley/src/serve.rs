@@ -45,6 +45,32 @@ pub struct ServeArgs {
     /// Let flows' HTTP steps call private, loopback and link-local addresses.
     #[arg(long, env = "VOLLEY_ALLOW_PRIVATE_HTTP")]
     allow_private_http: bool,
+    /// Notification channels (boxed: they would make every command's arguments large).
+    #[command(flatten)]
+    channels: Box<ChannelArgs>,
+}
+
+/// Flags for the notification channels (`[channels]` in the file).
+#[derive(clap::Args)]
+struct ChannelArgs {
+    /// SMTP relay for email notifications (`smtp://host:port`, `smtps://host`); turns them on.
+    #[arg(long, env = "VOLLEY_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// Sender of email notifications (`Name <noreply@example.com>`).
+    #[arg(long, env = "VOLLEY_SMTP_FROM")]
+    smtp_from: Option<String>,
+    /// SMTP user name.
+    #[arg(long, env = "VOLLEY_SMTP_USERNAME")]
+    smtp_username: Option<String>,
+    /// SMTP password (pass it through the environment).
+    #[arg(long, env = "VOLLEY_SMTP_PASSWORD", hide_env_values = true)]
+    smtp_password: Option<String>,
+    /// URL that receives notifications as signed JSON POSTs; turns them on.
+    #[arg(long, env = "VOLLEY_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// Signing secret of notification webhooks (pass it through the environment).
+    #[arg(long, env = "VOLLEY_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
 }
 
 fn config(args: ServeArgs) -> anyhow::Result<Config> {
@@ -88,6 +114,20 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
     }
     if args.allow_private_http {
         c.allow_private_http = true;
+    }
+    let (email, webhook) = (&mut c.channels.email, &mut c.channels.webhook);
+    let a = *args.channels;
+    for (setting, arg) in [
+        (&mut email.url, a.smtp_url),
+        (&mut email.from, a.smtp_from),
+        (&mut email.username, a.smtp_username),
+        (&mut email.password, a.smtp_password),
+        (&mut webhook.url, a.webhook_url),
+        (&mut webhook.secret, a.webhook_secret),
+    ] {
+        if arg.is_some() {
+            *setting = arg;
+        }
     }
     Ok(c)
 }

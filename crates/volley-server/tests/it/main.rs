@@ -2,6 +2,7 @@
 
 mod abuse;
 mod browser;
+mod channels;
 mod http;
 mod outbound;
 mod scheduling;
