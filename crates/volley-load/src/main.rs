@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod crash;
+mod http;
+
 #[derive(Parser)]
 #[command(name = "volley-load", about = "Load generator for Volley")]
 struct Cli {
@@ -58,6 +61,20 @@ enum Scenario {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// The crash test: a campaign's timers fire while participants answer; the server
+    /// is killed (SIGKILL) mid-firing and restarted; the database must show every
+    /// timer fired exactly once and no acknowledged answer lost. Exits non-zero if not.
+    Crash {
+        /// The `volley` binary to run.
+        #[arg(long, default_value = "target/release/volley")]
+        volley: std::path::PathBuf,
+        /// Timers to fire (half campaign sends, half the waits those conversations reach).
+        #[arg(long, default_value_t = 100_000)]
+        timers: usize,
+        /// WebSocket participants answering during the test.
+        #[arg(long, default_value_t = 50)]
+        participants: usize,
+    },
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -70,7 +87,7 @@ fn ws_config() -> WebSocketConfig {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str, flow: &str) -> anyhow::Result<(Ws, Value)> {
+pub(crate) async fn open(url: &str, flow: &str) -> anyhow::Result<(Ws, Value)> {
     let (mut ws, _) =
         tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), false).await?;
     ws.send(Message::Text(
@@ -370,6 +387,11 @@ fn main() -> anyhow::Result<()> {
                 metrics,
                 rate,
             } => complete(url, flow, participants, metrics, rate).await,
+            Scenario::Crash {
+                volley,
+                timers,
+                participants,
+            } => crash::run(volley, timers, participants).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

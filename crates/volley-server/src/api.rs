@@ -525,12 +525,18 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Volley", description = "Interactive, quasi-real-time conversations. WebSocket protocol: docs/protocol.md."),
-    paths(list_flows, publish_flow, flow_detail, start, input, events, stream, healthz, readyz),
+    paths(
+        list_flows, publish_flow, flow_detail, start, input, events, stream, healthz, readyz,
+        crate::audience::import_csv,
+        crate::campaigns::create, crate::campaigns::list, crate::campaigns::detail,
+        crate::campaigns::pause, crate::campaigns::resume, crate::campaigns::cancel,
+    ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
     tags(
         (name = "flows", description = "Publishing and listing flows"),
         (name = "participants", description = "The participant protocol over HTTP"),
+        (name = "campaigns", description = "Contacts import and scheduled campaigns"),
         (name = "operations", description = "Health checks"),
     )
 )]

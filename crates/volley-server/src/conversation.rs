@@ -95,42 +95,60 @@ pub enum Action {
     },
 }
 
-/// The timers a conversation in `state` must have: the wake-up of the wait it is in,
-/// or the timeout of the question it asks. `late_after` is the wait's lateness policy.
-fn timers_for(flow: &Published, state: &State, late_after: Option<i64>) -> Vec<NewTimer> {
-    let timer = |due: jiff::Timestamp, kind: &str, step: &str, late_after| NewTimer {
-        due_at: due.as_millisecond(),
+/// The timers a conversation in `state` must have: the wake-up of the wait it is in
+/// (with the wait's lateness policy), or the timeout of the question it asks, and its
+/// expiry when the flow sets `expire_after` (from `last_input_ms`, the latest
+/// participant input or the start).
+fn timers_for(
+    flow: &Published,
+    state: &State,
+    late_after: Option<i64>,
+    last_input_ms: i64,
+) -> Vec<NewTimer> {
+    let timer = |due: i64, kind: &str, step: &str, late_after| NewTimer {
+        due_at: due,
         kind: kind.into(),
         late_after,
         owner: None,
         data: serde_json::json!({ "step": step }).to_string(),
     };
-    match state.awaiting(&flow.flow) {
-        Awaiting::Wait { step, until } => vec![timer(until, "resume", &step, late_after)],
+    let mut timers = match state.awaiting(&flow.flow) {
+        Awaiting::Wait { step, until } => {
+            vec![timer(until.as_millisecond(), "resume", &step, late_after)]
+        }
         Awaiting::Answer {
             step,
             timeout_at: Some(at),
-        } => vec![timer(at, "timeout", &step, None)],
+        } => vec![timer(at.as_millisecond(), "timeout", &step, None)],
+        Awaiting::Ended { .. } => return Vec::new(),
         _ => Vec::new(),
+    };
+    if let Some(after) = flow.flow.expire_after_ms() {
+        timers.push(timer(last_input_ms + after as i64, "expire", "", None));
     }
+    timers
 }
 
-/// The timer set to write with an append: `None` when the conversation had no timers
-/// and still has none (nothing to replace).
+/// The timer set to write with an append (replacing the conversation's), or `None`
+/// when it had none and still has none.
 fn timer_change(
     flow: &Published,
     before: Option<&State>,
     after: &State,
     effects: &[Effect],
+    last_input_ms: i64,
 ) -> Option<Vec<NewTimer>> {
-    let new = timers_for(flow, after, lateness_of(effects));
-    let had = before.is_some_and(|b| !timers_for(flow, b, None).is_empty());
+    let new = timers_for(flow, after, lateness_of(effects), last_input_ms);
+    let had = before.is_some_and(|b| !timers_for(flow, b, None, last_input_ms).is_empty());
     (had || !new.is_empty()).then_some(new)
 }
 
-/// The lateness policy of the wait a turn stopped at, if any.
-fn lateness_of(_effects: &[Effect]) -> Option<i64> {
-    None
+/// The lateness policy (ms) of the wait a turn stopped at, if any.
+fn lateness_of(effects: &[Effect]) -> Option<i64> {
+    effects.iter().rev().find_map(|e| match e {
+        Effect::Wait { late, .. } => Some(late.after_ms().map(|ms| ms as i64)),
+        _ => None,
+    })?
 }
 
 /// The conversation's state as a status word (stored and sent in `welcome`).
@@ -147,6 +165,9 @@ pub fn status_of(awaiting: &Awaiting) -> &'static str {
 struct Loaded {
     flow: Arc<Published>,
     state: State,
+    /// When the participant last sent an input (or the conversation started): the
+    /// start of the expiry period.
+    last_input_ms: i64,
     open_ask: Option<Box<Question>>,
     recent: VecDeque<(String, i64)>,
 }
@@ -243,7 +264,13 @@ impl Conversations {
         // Nobody is subscribed yet: the first client reads these from the log.
         let (events, _, cursor) = paced(entries, now.as_millisecond(), 0, 0, None);
         let status = status_of(&turn.state.awaiting(&flow.flow));
-        let timers = timer_change(&flow, None, &turn.state, &turn.effects);
+        let timers = timer_change(
+            &flow,
+            None,
+            &turn.state,
+            &turn.effects,
+            now.as_millisecond(),
+        );
         let timer_ids = app
             .store
             .append(Append {
@@ -280,6 +307,7 @@ impl Conversations {
                 loaded: Some(Loaded {
                     flow,
                     state: turn.state,
+                    last_input_ms: now.as_millisecond(),
                     open_ask,
                     recent: VecDeque::new(),
                 }),
@@ -495,15 +523,26 @@ impl Conv {
                 .await?;
             let mut recent = VecDeque::new();
             let mut open_ask = None;
-            for ev in app
+            let tail = app
                 .store
                 .events_after(
                     &self.id,
                     (row.last_seq - RECENT_INPUTS as i64).max(0),
                     RECENT_INPUTS as i64,
                 )
-                .await?
-            {
+                .await?;
+            // The latest participant input among the recent entries; without one,
+            // the start (a whole short log) or the oldest entry read (a lower bound).
+            let last_input_ms = tail
+                .iter()
+                .rev()
+                .find(|e| e.kind == "input" && e.client_id.is_some())
+                .map(|e| e.at)
+                .unwrap_or_else(|| match tail.first() {
+                    Some(first) if first.seq > 1 => first.at,
+                    _ => row.created_at,
+                });
+            for ev in tail {
                 if let Some(cid) = ev.client_id {
                     recent.push_back((cid, ev.seq));
                 }
@@ -521,6 +560,7 @@ impl Conv {
             inner.loaded = Some(Loaded {
                 flow,
                 state,
+                last_input_ms,
                 open_ask,
                 recent,
             });
@@ -620,7 +660,14 @@ impl Conv {
         if let [Effect::Rejected { message, .. }] = turn.effects.as_slice() {
             return Err(ApiError::unprocessable("invalid-input", message.clone()));
         }
-        let timers = timer_change(&flow, Some(&loaded.state), &turn.state, &turn.effects);
+        let last_input_ms = if system { loaded.last_input_ms } else { now_ms };
+        let timers = timer_change(
+            &flow,
+            Some(&loaded.state),
+            &turn.state,
+            &turn.effects,
+            last_input_ms,
+        );
         let mut entries = Vec::with_capacity(turn.effects.len() + 1);
         if !system {
             entries.push(wire::from_input(
@@ -680,6 +727,7 @@ impl Conv {
             loaded.open_ask = last_ask(&turn.effects);
         }
         loaded.state = turn.state;
+        loaded.last_input_ms = last_input_ms;
         inner.last_seq = after_seq + logged;
         inner.pace_cursor = cursor;
         inner.status = status;

@@ -106,3 +106,21 @@ impl IntoResponse for ApiError {
         (self.status, axum::Json(self.body())).into_response()
     }
 }
+
+/// Answers a body refused for its size with the JSON error every other refusal has
+/// (the body-limit layer answers in plain text).
+pub async fn json_too_large(response: Response) -> Response {
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !json {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the request body is larger than this endpoint accepts (see docs/operations.md, Limits)",
+        )
+        .into_response();
+    }
+    response
+}

@@ -7,6 +7,8 @@
 
 mod api;
 mod assets;
+mod audience;
+mod campaigns;
 pub mod channels;
 mod clock;
 mod config;
@@ -56,17 +58,33 @@ pub struct App {
     pub channels: channels::Channels,
 }
 
-/// The router: every route of the server.
+/// The router: every route of the server. Request bodies are limited per route: flow
+/// sources and CSV uploads may be large, everything else is one protocol message.
 pub fn router(app: Arc<App>) -> Router {
-    let body_limit = app.config.limits.max_frame_bytes.max(1024 * 1024);
+    use tower_http::limit::RequestBodyLimitLayer as Limit;
+    let message = app.config.limits.max_frame_bytes;
+    let upload = audience::MAX_CSV_BYTES + 64 * 1024;
+    let flows = Router::new()
+        .route("/api/flows", get(api::list_flows).post(api::publish_flow))
+        .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));
+    let uploads = Router::new()
+        .route("/api/contacts/import", post(audience::import_csv))
+        .route(
+            "/api/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .layer(Limit::new(upload));
     Router::new()
         .route("/", get(assets::index))
         .route("/f/{flow}", get(assets::chat))
         .route("/widget.js", get(assets::widget))
         .route("/ws", get(ws::handler))
         .route("/api/openapi.json", get(api::openapi))
-        .route("/api/flows", get(api::list_flows).post(api::publish_flow))
         .route("/api/flows/{id}", get(api::flow_detail))
+        .route("/api/campaigns/{id}", get(campaigns::detail))
+        .route("/api/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/api/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/api/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/api/conversations", post(api::start))
         .route("/api/conversations/{id}/inputs", post(api::input))
         .route("/api/conversations/{id}/events", get(api::events))
@@ -74,7 +92,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(telemetry::render))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(Limit::new(message))
+        .merge(flows)
+        .merge(uploads)
+        .layer(axum::middleware::map_response(error::json_too_large))
         .with_state(app)
 }
 

@@ -20,6 +20,7 @@ use volley_flow::Input;
 use volley_store::TimerRow;
 
 use crate::App;
+use crate::campaigns::{self, SendOutcome};
 use crate::conversation::Action;
 use crate::telemetry::names;
 
@@ -44,6 +45,9 @@ fn key(t: &TimerRow) -> Key {
 pub struct Scheduler {
     added: mpsc::UnboundedSender<Vec<TimerRow>>,
     receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Vec<TimerRow>>>>,
+    /// Set when many timers changed in the store at once (a campaign created or
+    /// resumed): the scheduler reads its window again.
+    rescan: tokio::sync::Notify,
 }
 
 impl Default for Scheduler {
@@ -52,6 +56,7 @@ impl Default for Scheduler {
         Scheduler {
             added,
             receiver: std::sync::Mutex::new(Some(rx)),
+            rescan: tokio::sync::Notify::new(),
         }
     }
 }
@@ -63,6 +68,11 @@ impl Scheduler {
         if !timers.is_empty() {
             let _ = self.added.send(timers);
         }
+    }
+
+    /// Many timers were written or moved in the store: read the near future again.
+    pub fn rescan(&self) {
+        self.rescan.notify_one();
     }
 }
 
@@ -133,6 +143,7 @@ pub async fn run(app: Arc<App>) {
             () = app.clock.sleep_until(wake), if !slots_full && wake < i64::MAX => {}
             Some(rows) = added.recv() => queue.add(rows),
             Some(f) = done.recv() => queue.finished(f, app.clock.now_ms()),
+            () = app.scheduler.rescan.notified() => queue.rewind(),
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
@@ -184,17 +195,22 @@ impl Queue {
             }
         }
         for row in rows {
-            if !self.firing.contains(&row.id) {
+            if !self.busy(row.id) {
                 self.due.insert(key(&row), row);
             }
         }
+    }
+
+    /// Being fired, or waiting to be retried.
+    fn busy(&self, id: i64) -> bool {
+        self.firing.contains(&id) || self.retrying.iter().any(|(_, r)| r.id == id)
     }
 
     /// Timers just committed: kept if they fall before the cursor (later ones are read
     /// from the store when the cursor gets there).
     fn add(&mut self, rows: Vec<TimerRow>) {
         for row in rows {
-            if key(&row) <= self.cursor && !self.firing.contains(&row.id) {
+            if key(&row) <= self.cursor && !self.busy(row.id) {
                 self.due.insert(key(&row), row);
             }
         }
@@ -206,6 +222,15 @@ impl Queue {
             self.cursor = (last.0, last.1 - 1);
             self.complete_until = self.complete_until.min(last.0 - 1);
         }
+    }
+
+    /// Forgets what it read from the store (which is the truth), so the next read
+    /// starts again from the beginning. Timers being fired are kept out of it.
+    fn rewind(&mut self) {
+        self.due.clear();
+        self.cursor = (i64::MIN, 0);
+        self.complete_until = i64::MIN;
+        self.retry_load_at = 0;
     }
 
     fn first_due(&self) -> Option<i64> {
@@ -261,13 +286,20 @@ async fn fire(app: &App, timer: TimerRow) -> Fired {
     let now = app.clock.now_ms();
     let lateness = now - timer.due_at;
     metrics::histogram!(names::TIMER_LATENESS_SECONDS).record(lateness.max(0) as f64 / 1000.0);
+    let too_late = timer.late_after.is_some_and(|limit| lateness > limit);
     let input = match timer.kind.as_str() {
+        "resume" if too_late => Some(Input::Late),
         "resume" => Some(Input::Resume),
         "timeout" => Some(Input::Timeout),
+        "expire" => Some(Input::Expire),
         _ => None,
     };
     let outcome = match (input, &timer.conversation_id) {
         (Some(input), Some(conv_id)) => fire_conversation(app, &timer, conv_id, input).await,
+        (None, None) if timer.kind == "campaign" => match campaigns::fire(app, &timer).await {
+            SendOutcome::Done | SendOutcome::Parked => Fired::Done(timer.id),
+            SendOutcome::Retry => Fired::Retry(timer),
+        },
         _ => {
             tracing::warn!(id = timer.id, kind = %timer.kind, "timer of unknown kind dropped");
             delete(app, timer).await

@@ -151,7 +151,8 @@ pub struct ContactUpsert {
     /// Used for a new contact only.
     pub id: String,
     pub external_id: String,
-    /// JSON profile; replaces the stored one.
+    /// JSON profile, merged into the stored one (its fields replace those stored;
+    /// objects merge key by key).
     pub profile: String,
 }
 

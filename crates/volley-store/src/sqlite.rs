@@ -540,21 +540,23 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
         }
         Write::Upsert(contacts, at) => {
             let mut created = 0;
-            for c in contacts {
-                let done = sqlx::query(
-                    "INSERT INTO contacts (id, external_id, profile, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT (external_id) DO UPDATE SET profile = excluded.profile, updated_at = excluded.updated_at
-                     RETURNING (created_at = updated_at)",
-                )
-                .bind(&c.id)
-                .bind(&c.external_id)
-                .bind(&c.profile)
-                .bind(at)
-                .bind(at)
-                .fetch_one(&mut *tx)
-                .await?;
-                let fresh: bool = sqlx::Row::try_get(&done, 0)?;
-                created += fresh as i64;
+            for chunk in shaped(contacts) {
+                let sql = multi_row(
+                    "INSERT INTO contacts (id, external_id, profile, created_at, updated_at) VALUES ",
+                    5,
+                    chunk.len(),
+                ) + " ON CONFLICT (external_id) DO UPDATE SET profile = json_patch(contacts.profile, excluded.profile),
+                     updated_at = excluded.updated_at RETURNING created_at = updated_at";
+                let mut q = sqlx::query_as::<_, (bool,)>(AssertSqlSafe(sql));
+                for c in chunk {
+                    q = q
+                        .bind(&c.id)
+                        .bind(&c.external_id)
+                        .bind(&c.profile)
+                        .bind(at)
+                        .bind(at);
+                }
+                created += q.fetch_all(&mut *tx).await?.iter().filter(|r| r.0).count() as i64;
             }
             Ok(Output::Count(created))
         }

@@ -562,3 +562,38 @@ async fn nothing_a_participant_types_executes_in_the_page() {
     b.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_follows_up_in_the_open_widget_and_after_a_reload() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(b) = Browser::launch().await else {
+        return;
+    };
+    let clock = Arc::new(volley_server::ManualClock::new(
+        "2026-12-01T10:00:00Z".parse().unwrap(),
+    ));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let page = server.http("/f/short-wait");
+    b.client.goto(&page).await.unwrap();
+    b.expect_bot("come back to you in a minute").await;
+    // The minute passes (virtual time): the follow-up appears without a reload.
+    clock.advance(Duration::from_secs(60));
+    b.expect_bot("I am back with your follow-up.").await;
+    b.click_option("Yes").await;
+    b.expect_bot("You can close this page").await;
+    // The page is closed; the hour passes; the message waits in the conversation.
+    b.client.goto("about:blank").await.unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let started = Instant::now();
+    while server.running.app.store.pending_timers().await.unwrap() > 0 {
+        assert!(started.elapsed() < PATIENCE, "the wait never fired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.client.goto(&page).await.unwrap();
+    b.expect_bot("Welcome back! This arrived while you were away.")
+        .await;
+    assert_eq!(b.user_bubbles().await, ["Yes"]);
+    b.close().await;
+    server.stop().await;
+}

@@ -269,6 +269,12 @@ async fn the_openapi_document_covers_every_api_route() {
         "/api/conversations/{id}/inputs",
         "/api/conversations/{id}/events",
         "/api/conversations/{id}/stream",
+        "/api/contacts/import",
+        "/api/campaigns",
+        "/api/campaigns/{id}",
+        "/api/campaigns/{id}/pause",
+        "/api/campaigns/{id}/resume",
+        "/api/campaigns/{id}/cancel",
         "/healthz",
         "/readyz",
     ] {
@@ -299,6 +305,7 @@ async fn oversized_and_malformed_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "too-large");
     let r = http
         .post(server.http("/api/conversations"))
         .json(&json!({"flow": "nope"}))

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod browser;
+mod campaigns;
 mod channels;
 mod http;
 mod outbound;

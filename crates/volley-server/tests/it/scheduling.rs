@@ -20,6 +20,10 @@ async fn server_on(clock: &Arc<ManualClock>) -> TestServer {
     TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await
 }
 
+fn clock_now_ms(server: &TestServer) -> i64 {
+    server.running.app.clock.now_ms()
+}
+
 fn texts(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -160,5 +164,91 @@ async fn an_overdue_timer_fires_when_the_server_starts_again() {
         .filter(|t| t.starts_with("It has been two days"))
         .count();
     assert_eq!(follow_ups, 1);
+    server.stop().await;
+}
+
+/// Answers the reminder flow's question and returns the participant's token and
+/// conversation.
+async fn ask_for_a_reminder(server: &TestServer) -> (String, String) {
+    let mut c = Client::connect(server, hello("reminder")).await;
+    let q = c.next_question().await;
+    c.input(json!({"type": "answer", "id": "y1", "step": q["step"], "text": "yes"}))
+        .await;
+    c.until(|v| v["event"]["kind"] == "wait").await;
+    (
+        c.welcome["token"].as_str().unwrap().to_string(),
+        c.conversation(),
+    )
+}
+
+#[tokio::test]
+async fn a_wait_resumed_too_late_follows_its_lateness_policy() {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let server = server_on(&clock).await;
+    // On time (within the minute `late: skip` allows): the reminder.
+    let (token, conv) = ask_for_a_reminder(&server).await;
+    clock.advance(Duration::from_secs(3600));
+    eventually_logged(&server, &token, &conv, "This is your reminder.").await;
+    // The server is down when the next one is due and comes back 2 hours later:
+    // too late for `late: skip`, so the flow goes to `on_late`.
+    let (token, conv) = ask_for_a_reminder(&server).await;
+    let dir = server.stop().await;
+    clock.advance(Duration::from_secs(3 * 3600));
+    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let log = eventually_logged(
+        &server,
+        &token,
+        &conv,
+        "Sorry, I missed the moment for your reminder.",
+    )
+    .await;
+    assert!(!texts(&log).contains(&"This is your reminder.".to_string()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversation_without_input_expires() {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let server = server_on(&clock).await;
+    let mut c = Client::connect(&server, hello("reminder")).await;
+    let q = c.next_question().await;
+    // No answer for three days (`expire_after: 3d`): the conversation ends.
+    clock.advance(Duration::from_secs(3 * 24 * 3600 - 60));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), c.recv())
+            .await
+            .is_err()
+    );
+    clock.advance(Duration::from_secs(60));
+    let end = c.next_question().await;
+    assert_eq!(end, json!({"kind": "end", "outcome": "expired"}));
+    let late = c
+        .input(json!({"type": "answer", "id": "y2", "step": q["step"], "text": "yes"}))
+        .await;
+    assert_eq!(late["code"], "ended");
+    // An answer restarts the expiry period: a day later, still open.
+    let mut d = Client::connect(
+        &server,
+        json!({"type": "hello", "v": 1, "flow": "reminder", "restart": true}),
+    )
+    .await;
+    let q = d.next_question().await;
+    clock.advance(Duration::from_secs(2 * 24 * 3600));
+    d.input(json!({"type": "answer", "id": "n1", "step": q["step"], "text": "no"}))
+        .await;
+    let answered = clock_now_ms(&server);
+    let timers = server
+        .running
+        .app
+        .store
+        .timers_due(i64::MAX / 4, (i64::MIN, 0), 100)
+        .await
+        .unwrap();
+    let expiry: Vec<i64> = timers
+        .iter()
+        .filter(|t| t.kind == "expire" && t.conversation_id.as_deref() == Some(&d.conversation()))
+        .map(|t| t.due_at)
+        .collect();
+    assert_eq!(expiry, [answered + 3 * 24 * 3600 * 1000]);
     server.stop().await;
 }

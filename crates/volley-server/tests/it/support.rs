@@ -240,3 +240,30 @@ pub async fn full_history(server: &TestServer, token: &str, conversation: &str) 
         .unwrap();
     page["events"].as_array().unwrap().clone()
 }
+
+/// hex(HMAC-SHA256(the test site secret, user id)): what an embedding site computes.
+pub fn sign(user_id: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(IDENTITY_SECRET.as_bytes()).unwrap();
+    mac.update(user_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// An admin API call: (status, JSON body).
+pub async fn admin(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let mut req = http
+        .request(method.parse().unwrap(), server.http(path))
+        .bearer_auth(ADMIN_KEY);
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
