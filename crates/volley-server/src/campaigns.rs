@@ -147,7 +147,7 @@ fn duration_ms(s: &str) -> Option<i64> {
             jiff::SpanRelativeTo::days_are_24_hours(),
         ))
         .ok()?;
-    (ms >= 0.0 && ms < 1e15).then_some(ms as i64)
+    (0.0..1e15).contains(&ms).then_some(ms as i64)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {

@@ -90,11 +90,24 @@ impl Default for Limits {
 
 /// The `[channels]` table: how contacts are notified of messages while away (see
 /// `channels.rs` and docs/operations.md). A channel is on when its `url` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
+    /// How long proactive messages (a wait's follow-up, a campaign's first message)
+    /// may stay unseen before the contact is notified (milliseconds).
+    pub notify_after_ms: u64,
     pub email: EmailConfig,
     pub webhook: WebhookConfig,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            notify_after_ms: 120_000,
+            email: EmailConfig::default(),
+            webhook: WebhookConfig::default(),
+        }
+    }
 }
 
 /// `[channels.email]`: notifications by email through an SMTP relay.

@@ -133,14 +133,33 @@ fn timers_for(
 /// when it had none and still has none.
 fn timer_change(
     flow: &Published,
-    before: Option<&State>,
+    had: bool,
     after: &State,
     effects: &[Effect],
     last_input_ms: i64,
+    notify: Option<NewTimer>,
 ) -> Option<Vec<NewTimer>> {
-    let new = timers_for(flow, after, lateness_of(effects), last_input_ms);
-    let had = before.is_some_and(|b| !timers_for(flow, b, None, last_input_ms).is_empty());
+    let mut new = timers_for(flow, after, lateness_of(effects), last_input_ms);
+    new.extend(notify);
     (had || !new.is_empty()).then_some(new)
+}
+
+/// After a proactive turn (a timer's firing, a campaign's start) that showed messages,
+/// the notification to send if they are still unseen a while later: a `notify` timer
+/// covering everything up to the turn's last message. It is replaced like the
+/// conversation's other timers, so an input from the participant cancels it.
+fn notify_timer(app: &App, deliveries: &[Arc<Delivery>], now_ms: i64) -> Option<NewTimer> {
+    if app.channels.is_empty() {
+        return None;
+    }
+    let upto = deliveries.last()?.seq;
+    Some(NewTimer {
+        due_at: now_ms + app.config.channels.notify_after_ms as i64,
+        kind: "notify".into(),
+        late_after: None,
+        owner: None,
+        data: serde_json::json!({ "upto": upto }).to_string(),
+    })
 }
 
 /// The lateness policy (ms) of the wait a turn stopped at, if any.
@@ -168,6 +187,8 @@ struct Loaded {
     /// When the participant last sent an input (or the conversation started): the
     /// start of the expiry period.
     last_input_ms: i64,
+    /// A `notify` timer may be pending (after a proactive turn).
+    notify_pending: bool,
     open_ask: Option<Box<Question>>,
     recent: VecDeque<(String, i64)>,
 }
@@ -262,14 +283,20 @@ impl Conversations {
             .collect();
         let logged = entries.len() as i64;
         // Nobody is subscribed yet: the first client reads these from the log.
-        let (events, _, cursor) = paced(entries, now.as_millisecond(), 0, 0, None);
+        let (events, shown, cursor) = paced(entries, now.as_millisecond(), 0, 0, None);
         let status = status_of(&turn.state.awaiting(&flow.flow));
+        let notify = origin
+            .origin
+            .is_some()
+            .then(|| notify_timer(app, &shown, now.as_millisecond()))
+            .flatten();
         let timers = timer_change(
             &flow,
-            None,
+            false,
             &turn.state,
             &turn.effects,
             now.as_millisecond(),
+            notify,
         );
         let timer_ids = app
             .store
@@ -292,6 +319,7 @@ impl Conversations {
                 schedule: origin.schedule.clone(),
             })
             .await?;
+        let notify_pending = timers.iter().flatten().any(|t| t.kind == "notify");
         scheduled(app, &id, timers, origin.schedule, timer_ids);
         send_http(app, &id, &turn.effects);
         let open_ask = last_ask(&turn.effects);
@@ -308,6 +336,7 @@ impl Conversations {
                     flow,
                     state: turn.state,
                     last_input_ms: now.as_millisecond(),
+                    notify_pending,
                     open_ask,
                     recent: VecDeque::new(),
                 }),
@@ -561,6 +590,8 @@ impl Conv {
                 flow,
                 state,
                 last_input_ms,
+                // Unknown after a restart: assume one may be, so it gets replaced.
+                notify_pending: true,
                 open_ask,
                 recent,
             });
@@ -661,13 +692,9 @@ impl Conv {
             return Err(ApiError::unprocessable("invalid-input", message.clone()));
         }
         let last_input_ms = if system { loaded.last_input_ms } else { now_ms };
-        let timers = timer_change(
-            &flow,
-            Some(&loaded.state),
-            &turn.state,
-            &turn.effects,
-            last_input_ms,
-        );
+        // A pending notification counts too: any append replaces it.
+        let had_timers = !timers_for(&flow, &loaded.state, None, last_input_ms).is_empty()
+            || loaded.notify_pending;
         let mut entries = Vec::with_capacity(turn.effects.len() + 1);
         if !system {
             entries.push(wire::from_input(
@@ -685,6 +712,19 @@ impl Conv {
         let logged = entries.len() as i64;
         let (events, deliveries, cursor) =
             paced(entries, now_ms, after_seq, inner.pace_cursor, client_id);
+        let notify = fired_timer
+            .is_some()
+            .then(|| notify_timer(app, &deliveries, now_ms))
+            .flatten();
+        let notify_pending = notify.is_some();
+        let timers = timer_change(
+            &flow,
+            had_timers,
+            &turn.state,
+            &turn.effects,
+            last_input_ms,
+            notify,
+        );
         let status = status_of(&turn.state.awaiting(&flow.flow));
         let timer_ids = app
             .store
@@ -728,6 +768,7 @@ impl Conv {
         }
         loaded.state = turn.state;
         loaded.last_input_ms = last_input_ms;
+        loaded.notify_pending = notify_pending;
         inner.last_seq = after_seq + logged;
         inner.pace_cursor = cursor;
         inner.status = status;

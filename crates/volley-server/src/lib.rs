@@ -17,6 +17,7 @@ mod conversation;
 mod error;
 mod flows;
 mod ids;
+mod notify;
 mod outbound;
 mod scheduler;
 mod session;

@@ -22,6 +22,7 @@ use volley_store::TimerRow;
 use crate::App;
 use crate::campaigns::{self, SendOutcome};
 use crate::conversation::Action;
+use crate::notify::{self, Notified};
 use crate::telemetry::names;
 
 /// How far ahead timers are read into memory.
@@ -296,6 +297,10 @@ async fn fire(app: &App, timer: TimerRow) -> Fired {
     };
     let outcome = match (input, &timer.conversation_id) {
         (Some(input), Some(conv_id)) => fire_conversation(app, &timer, conv_id, input).await,
+        (None, Some(_)) if timer.kind == "notify" => match notify::fire(app, &timer).await {
+            Notified::Done => Fired::Done(timer.id),
+            Notified::Retry => Fired::Retry(timer),
+        },
         (None, None) if timer.kind == "campaign" => match campaigns::fire(app, &timer).await {
             SendOutcome::Done | SendOutcome::Parked => Fired::Done(timer.id),
             SendOutcome::Retry => Fired::Retry(timer),

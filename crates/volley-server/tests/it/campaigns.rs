@@ -212,7 +212,7 @@ async fn bad_campaigns_and_csvs_change_nothing() {
         ),
     ] {
         let (status, e) = admin(&server, "POST", "/api/campaigns", Some(body.to_string())).await;
-        assert!(status >= 400 && status < 500, "{body}: {status}");
+        assert!((400..500).contains(&status), "{body}: {status}");
         assert_eq!(e["code"], code, "{body}");
     }
     assert_eq!(

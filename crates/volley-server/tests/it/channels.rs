@@ -18,14 +18,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 use volley_server::Config;
 use volley_server::channels::{
     AssistantInfo, Channel, ChannelError, Channels, ChannelsConfig, Email, EmailConfig, FlowInfo,
     Message, Notification, Recipient, Webhook, WebhookConfig,
 };
 
-use crate::support::{TestServer, config};
+use crate::support::{Client, TestServer, config, hello};
 
 const SECRET_BYTES: &[u8] = b"a test secret of 32 bytes length";
 
@@ -389,6 +389,7 @@ async fn send_all_uses_every_channel_that_reaches_the_contact() {
         &ChannelsConfig {
             email: email_config(smtp.url(), "noreply@example.com"),
             webhook: webhook_config(rx.url("ok")),
+            ..ChannelsConfig::default()
         },
         false,
     )
@@ -845,4 +846,78 @@ async fn the_server_sends_through_the_channels_it_was_configured_with() {
         .err()
         .expect("refused");
     assert!(e.contains("channels.email.from"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Offline delivery: the scheduler notifies contacts who are away.
+
+#[tokio::test]
+async fn a_follow_up_unseen_for_two_minutes_is_notified_and_a_seen_one_is_not() {
+    let rx = receiver().await;
+    let clock = Arc::new(volley_server::ManualClock::new(
+        "2026-12-01T10:00:00Z".parse().unwrap(),
+    ));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut cfg = config(dir.path());
+    cfg.channels.webhook = webhook_config(rx.url("ok"));
+    cfg.public_url = Some("https://chat.example.com".into());
+    let server = TestServer::start_on(dir, cfg, clock.clone()).await;
+
+    // Away: the participant leaves during the two-day wait.
+    let mut away = Client::connect(&server, hello("follow-up")).await;
+    away.until(|v| v["event"]["kind"] == "wait").await;
+    let away_conv = away.conversation();
+    // It showed (and acknowledged) everything up to the wait, then left.
+    let shown = away.max_seq();
+    away.send(json!({"type": "ack", "seq": shown})).await;
+    away.send(json!({"type": "ping"})).await;
+    away.until(|v| v["type"] == "pong").await;
+    drop(away);
+    // Watching: this one stays and acknowledges what it sees.
+    let mut here = Client::connect(&server, hello("follow-up")).await;
+    here.until(|v| v["event"]["kind"] == "wait").await;
+
+    clock.advance(Duration::from_secs(2 * 24 * 3600));
+    let ask = here.next_question().await;
+    let seen = here.max_seq();
+    here.send(json!({"type": "ack", "seq": seen})).await;
+    assert_eq!(ask["step"], "how");
+    // Nothing before the delay (two minutes by default).
+    clock.advance(Duration::from_secs(119));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.count(), 0);
+    clock.advance(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    while rx.count() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never notified"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give a second notification (the watched conversation's) a chance to show up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (count, envelope) = {
+        let requests = rx.requests.lock().unwrap();
+        verify(&requests[0].headers, &requests[0].body).expect("signed");
+        let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+        (requests.len(), body)
+    };
+    assert_eq!(count, 1, "only the unseen conversation is notified");
+    assert_eq!(envelope["type"], "notification");
+    let n = &envelope["data"];
+    assert_eq!(n["conversation_id"], away_conv.as_str());
+    assert_eq!(n["continue_url"], "https://chat.example.com/f/follow-up");
+    let texts: Vec<&str> = n["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["It has been two days. How is it going?"],
+        "the messages it missed, not the ones it saw before leaving"
+    );
+    server.stop().await;
 }
