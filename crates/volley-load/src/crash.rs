@@ -8,20 +8,18 @@
 //! acknowledgement. The server is killed (SIGKILL) once a third of the sends went out,
 //! restarted on the same database, and the run waits until no timer is left.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::http;
-
-const KEY: &str = "crash-test-admin-key";
+use crate::server::{self, KEY, free_port, ready};
 
 const PING: &str = "volley: 1
 id: ping
@@ -44,53 +42,6 @@ steps:
     save: x
   - goto: q
 ";
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn start(volley: &Path, dir: &Path, port: u16) -> anyhow::Result<Server> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))?;
-    let child = Command::new(volley)
-        .args(["serve", "--no-demo", "--pacing", "off", "--admin-key", KEY])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--database")
-        .arg(dir.join("volley.db"))
-        .arg("--flows")
-        .arg(dir.join("flows"))
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("cannot run {}", volley.display()))?;
-    Ok(Server {
-        child,
-        addr: format!("127.0.0.1:{port}"),
-    })
-}
-
-async fn ready(server: &mut Server) -> anyhow::Result<()> {
-    for _ in 0..3000 {
-        if let Some(status) = server.child.try_wait()? {
-            bail!("the server exited at start-up: {status}");
-        }
-        if let Ok((200, _)) = http::request(&server.addr, "GET", "/healthz", None, None).await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("the server did not become ready in 30 s")
-}
 
 /// A participant: answers every question, recording each acknowledged answer, until
 /// the connection drops.
@@ -162,7 +113,7 @@ pub async fn run(volley: PathBuf, timers: usize, participants: usize) -> anyhow:
     std::fs::write(dir.join("flows/ping.yaml"), PING)?;
     std::fs::write(dir.join("flows/answers.yaml"), LOOP)?;
     let port = free_port()?;
-    let mut server = start(&volley, &dir, port)?;
+    let mut server = server::start(&volley, &dir, port, &[])?;
     ready(&mut server).await?;
     let addr = server.addr.clone();
 
@@ -216,7 +167,7 @@ pub async fn run(volley: PathBuf, timers: usize, participants: usize) -> anyhow:
 
     // Restart on the same database and wait for every timer to fire.
     let restarted = Instant::now();
-    let mut server = start(&volley, &dir, port)?;
+    let mut server = server::start(&volley, &dir, port, &[])?;
     ready(&mut server).await?;
     let url = format!("sqlite://{}?mode=ro", dir.join("volley.db").display());
     let mut db = sqlx::SqliteConnection::connect(&url).await?;

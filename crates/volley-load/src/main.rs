@@ -13,6 +13,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod crash;
 mod http;
+mod server;
+mod timers;
 
 #[derive(Parser)]
 #[command(name = "volley-load", about = "Load generator for Volley")]
@@ -75,6 +77,28 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         participants: usize,
     },
+    /// Timer benchmarks on a real server process: accepting timers (campaigns a month
+    /// ahead for every contact), RSS with them pending, lateness while firing at a
+    /// steady rate, and recovery of an overdue backlog after kill -9.
+    Timers {
+        #[arg(long, default_value = "target/release/volley")]
+        volley: std::path::PathBuf,
+        /// Contacts imported (each campaign targets all of them).
+        #[arg(long, default_value_t = 1_000_000)]
+        contacts: usize,
+        /// Campaigns a month ahead: pending timers = contacts × campaigns.
+        #[arg(long, default_value_t = 5)]
+        campaigns: usize,
+        /// Timers per second fired in the lateness measurement.
+        #[arg(long, default_value_t = 5_000)]
+        fire_rate: u32,
+        /// Timers fired in the lateness measurement.
+        #[arg(long, default_value_t = 50_000)]
+        fire_count: usize,
+        /// Overdue timers at restart in the recovery measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: usize,
+    },
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -111,7 +135,7 @@ pub(crate) async fn open(url: &str, flow: &str) -> anyhow::Result<(Ws, Value)> {
     }
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -202,6 +226,12 @@ async fn idle(
 
 /// Histogram buckets of `volley_input_seconds` from a Prometheus text page.
 async fn histogram(url: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    histogram_of(url, "volley_input_seconds").await
+}
+
+/// Histogram buckets of a metric from a Prometheus text page.
+pub(crate) async fn histogram_of(url: &str, metric: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    let bucket = format!("{metric}_bucket");
     let url = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow::anyhow!("--metrics must be http://host:port/metrics"))?;
@@ -214,10 +244,7 @@ async fn histogram(url: &str) -> anyhow::Result<Vec<(f64, u64)>> {
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
     let mut out = Vec::new();
-    for line in body
-        .lines()
-        .filter(|l| l.starts_with("volley_input_seconds_bucket"))
-    {
+    for line in body.lines().filter(|l| l.starts_with(&bucket)) {
         let le = line
             .split("le=\"")
             .nth(1)
@@ -235,7 +262,11 @@ async fn histogram(url: &str) -> anyhow::Result<Vec<(f64, u64)>> {
 }
 
 /// The smallest bucket bound holding `p` of the observations between two snapshots.
-fn bucket_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Option<f64> {
+pub(crate) fn bucket_percentile(
+    before: &[(f64, u64)],
+    after: &[(f64, u64)],
+    p: f64,
+) -> Option<f64> {
     let delta: Vec<(f64, u64)> = after
         .iter()
         .map(|(b, c)| {
@@ -392,6 +423,24 @@ fn main() -> anyhow::Result<()> {
                 timers,
                 participants,
             } => crash::run(volley, timers, participants).await,
+            Scenario::Timers {
+                volley,
+                contacts,
+                campaigns,
+                fire_rate,
+                fire_count,
+                backlog,
+            } => {
+                timers::run(timers::Options {
+                    volley,
+                    contacts,
+                    campaigns,
+                    fire_rate,
+                    fire_count,
+                    backlog,
+                })
+                .await
+            }
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

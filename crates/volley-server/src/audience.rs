@@ -2,7 +2,7 @@
 //! external id, which is also the user id of signed identities), and segments by tag
 //! and attribute.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -274,7 +274,8 @@ impl Segment {
             && self.external_ids.is_empty()
     }
 
-    fn matches(&self, external_id: Option<&str>, c: &Contact) -> bool {
+    /// Whether a contact is in the segment; `ids` is `external_ids` as a set.
+    fn matches(&self, ids: &HashSet<&str>, external_id: Option<&str>, c: &Contact) -> bool {
         let text = |v: &Value| match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -295,8 +296,7 @@ impl Segment {
                 .attributes
                 .iter()
                 .all(|(k, v)| field(k).is_some_and(|have| have == text(v)))
-            && (self.external_ids.is_empty()
-                || external_id.is_some_and(|e| self.external_ids.iter().any(|x| x == e)))
+            && (ids.is_empty() || external_id.is_some_and(|e| ids.contains(e)))
     }
 }
 
@@ -311,6 +311,7 @@ pub async fn members(app: &App, segment: &Segment) -> Result<Vec<Member>, ApiErr
     const PAGE: i64 = 5_000;
     let mut out = Vec::new();
     let mut after = String::new();
+    let ids: HashSet<&str> = segment.external_ids.iter().map(String::as_str).collect();
     loop {
         let page = app.store.contacts_after(&after, PAGE).await?;
         let Some(last) = page.last() else { break };
@@ -318,7 +319,7 @@ pub async fn members(app: &App, segment: &Segment) -> Result<Vec<Member>, ApiErr
         for row in &page {
             let mut profile: Contact = serde_json::from_str(&row.profile).unwrap_or_default();
             profile.id = row.id.clone();
-            if segment.matches(row.external_id.as_deref(), &profile) {
+            if segment.matches(&ids, row.external_id.as_deref(), &profile) {
                 if out.len() >= MAX_AUDIENCE {
                     return Err(ApiError::unprocessable(
                         "audience-too-large",

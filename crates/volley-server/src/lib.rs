@@ -65,8 +65,10 @@ pub fn router(app: Arc<App>) -> Router {
     use tower_http::limit::RequestBodyLimitLayer as Limit;
     let message = app.config.limits.max_frame_bytes;
     let upload = audience::MAX_CSV_BYTES + 64 * 1024;
+    // Where our limit is above axum's own (2 MiB for body extractors), axum's is lifted.
     let flows = Router::new()
         .route("/api/flows", get(api::list_flows).post(api::publish_flow))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));
     let uploads = Router::new()
         .route("/api/contacts/import", post(audience::import_csv))
@@ -74,6 +76,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/campaigns",
             get(campaigns::list).post(campaigns::create),
         )
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(upload));
     Router::new()
         .route("/", get(assets::index))
