@@ -427,8 +427,14 @@ pub async fn events(
     let mut due = sub.drain_due(app.clock.now_ms());
     if due.is_empty() && !wait.is_zero() {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = app.shutdown.clone();
         loop {
-            match tokio::time::timeout_at(deadline, sub.next(&app)).await {
+            // A shutdown answers at once (with nothing) rather than hold the server up.
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, sub.next(&app)) => next,
+                _ = shutdown.wait_for(|stopping| *stopping) => break,
+            };
+            match next {
                 Ok(Some(Next::Event(d))) => {
                     due.push(d);
                     due.extend(sub.drain_due(app.clock.now_ms()));
@@ -485,7 +491,7 @@ pub async fn stream(
         |(mut sub, app, mut shutdown)| async move {
             let next = tokio::select! {
                 n = sub.next(&app) => n?,
-                _ = shutdown.changed() => return None,
+                _ = shutdown.wait_for(|stopping| *stopping) => return None,
             };
             let event = match next {
                 Next::Event(d) => Event::default().id(d.seq.to_string()).data(&*d.frame),
@@ -513,10 +519,14 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers. Any store failure is `503 unavailable` (and logged),
+/// so a load balancer takes the instance out instead of seeing a server error.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
-    app.store.api_key_count().await?;
+    if let Err(e) = app.store.api_key_count().await {
+        tracing::warn!(%e, "not ready: the database does not answer");
+        return Err(ApiError::unavailable());
+    }
     Ok(Json(Health {
         status: "ready".into(),
     }))

@@ -1,6 +1,6 @@
 //! The HTTP API: participant protocol over HTTP, publishing, versions, OpenAPI.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -336,4 +336,92 @@ async fn the_demo_pages_and_widget_are_served() {
         );
     }
     server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_the_database_fails() {
+    let server = TestServer::start().await;
+    let r = reqwest::get(server.http("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Closing the store makes every query fail (the read pool is closed).
+    server.running.app.store.close().await;
+    let r = reqwest::get(server.http("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "unavailable");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_long_poll_returns_at_once_when_the_server_shuts_down() {
+    let server = TestServer::start().await;
+    let (token, conv, first) = start_conversation(&server, "quick").await;
+    let last = first["last_seq"].as_i64().unwrap();
+    // The conversation leaves memory; the long-poll's request loads it back, so once it
+    // is in memory again the request is being handled.
+    let convs = &server.running.app.convs;
+    assert_eq!(convs.sweep(i64::MAX, 1), 0);
+    let url = server.http(&format!(
+        "/api/conversations/{conv}/events?after={last}&wait=30"
+    ));
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap(), started.elapsed())
+    });
+    let waiting = Instant::now();
+    while convs.in_memory() == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the long-poll never arrived"
+        );
+        tokio::task::yield_now().await;
+    }
+    let stopping = Instant::now();
+    server.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    let (status, page, took) = poll.await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["events"],
+        json!([]),
+        "nothing new: what it has is nothing"
+    );
+    assert!(took < Duration::from_secs(5), "the long-poll took {took:?}");
+}
+
+#[tokio::test]
+async fn server_sent_events_end_when_the_server_shuts_down() {
+    let server = TestServer::start().await;
+    let (token, conv, _) = start_conversation(&server, "quick").await;
+    let mut r = reqwest::Client::new()
+        .get(server.http(&format!("/api/conversations/{conv}/stream?after=0")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    // The headers arrived: the stream is open and waits for the next event.
+    assert_eq!(r.status(), 200);
+    let stopping = Instant::now();
+    let stop = tokio::spawn(server.stop());
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = r.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream is still open after 5 s");
+    stop.await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
 }
