@@ -128,10 +128,13 @@ pub async fn resolve(
                 "this server does not accept signed identities",
             )
         })?;
+        // A user id no signature can make valid is the same permanent refusal as a bad
+        // signature (`bad-json` would make clients retry it forever).
         if id.user_id.is_empty() || id.user_id.len() > MAX_USER_ID {
-            return Err(ApiError::bad_request(
-                "bad-json",
-                "identity.user_id must be 1 to 256 characters",
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "invalid-identity",
+                format!("identity.user_id must be 1 to {MAX_USER_ID} bytes"),
             ));
         }
         let expected = hmac_hex(secret.as_bytes(), id.user_id.as_bytes());

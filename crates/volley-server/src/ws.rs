@@ -95,17 +95,34 @@ fn error_frame(e: &ApiError, id: Option<&str>) -> String {
     v.to_string()
 }
 
+/// The largest message the socket reads at all, for a `max_frame_bytes` limit: a frame
+/// somewhat over the limit is read and refused with `too-large` (the connection stays
+/// open); a much larger one closes the connection without being buffered.
+fn max_message_bytes(max_frame_bytes: usize) -> usize {
+    max_frame_bytes.saturating_mul(4).max(64 * 1024)
+}
+
+/// The `too-large` refusal of a frame over `max_frame_bytes`.
+fn too_large(max_frame_bytes: usize) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        format!("frames are limited to {max_frame_bytes} bytes"),
+    )
+}
+
 /// Upgrades `/ws` with small buffers and frame limits.
 pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>) -> Response {
     let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
     if open >= app.config.limits.max_connections {
         return ApiError::unavailable().into_response();
     }
+    let max = max_message_bytes(app.config.limits.max_frame_bytes);
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(32 * 1024)
         .max_write_buffer_size(256 * 1024)
-        .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
         .on_upgrade(move |socket| connection(app, socket))
 }
 
@@ -266,11 +283,7 @@ async fn connection(app: Arc<App>, socket: WebSocket) {
                     continue;
                 }
                 if text.len() > limits.max_frame_bytes {
-                    let e = ApiError::new(
-                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "too-large",
-                        format!("frames are limited to {} bytes", limits.max_frame_bytes),
-                    );
+                    let e = too_large(limits.max_frame_bytes);
                     if !send(&mut sink, error_frame(&e, None)).await { return }
                     continue;
                 }
@@ -331,6 +344,9 @@ async fn connection(app: Arc<App>, socket: WebSocket) {
 }
 
 async fn hello(app: &App, text: &str) -> Result<(Session, i64), ApiError> {
+    if text.len() > app.config.limits.max_frame_bytes {
+        return Err(too_large(app.config.limits.max_frame_bytes));
+    }
     let ClientFrame::Hello {
         v,
         flow,

@@ -195,3 +195,76 @@ async fn participant_text_never_becomes_markup() {
     );
     server.stop().await;
 }
+
+/// The first frame the server sends on a fresh connection after `hello`.
+async fn hello_reply(server: &TestServer, hello: &Value) -> Value {
+    let mut ws = Client::raw(server).await;
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!("a reply frame")
+    };
+    serde_json::from_str(&t).unwrap()
+}
+
+#[tokio::test]
+async fn an_oversized_hello_is_refused_like_any_frame() {
+    let server = TestServer::start().await;
+    let mut h = hello("quick");
+    h["locale"] = "x".repeat(20_000).into();
+    let reply = hello_reply(&server, &h).await;
+    assert_eq!(reply["code"], "too-large", "{reply}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn raising_the_frame_limit_lets_larger_frames_through() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut cfg = config(dir.path());
+    cfg.limits.max_frame_bytes = 100 * 1024;
+    let server = TestServer::start_with(dir, cfg).await;
+    let mut c = Client::connect(&server, hello("quick")).await;
+    // 80 KiB: over the socket's old fixed 64 KiB, under the configured limit.
+    let padded = format!(
+        "{}{}",
+        json!({"type": "ping", "t": 7}),
+        " ".repeat(80 * 1024)
+    );
+    c.ws.send(Message::Text(padded.into())).await.unwrap();
+    let pong = c.until(|v| v["type"] == "pong").await.pop().unwrap();
+    assert_eq!(pong["t"], 7);
+    // Over the limit: refused, and the connection stays usable.
+    c.ws.send(Message::Text(" ".repeat(120 * 1024).into()))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&mut c).await, "too-large");
+    c.send(json!({"type": "ping", "t": 8})).await;
+    let pong = c.until(|v| v["type"] == "pong").await.pop().unwrap();
+    assert_eq!(pong["t"], 8);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_over_long_user_id_is_an_invalid_identity() {
+    let server = TestServer::start().await;
+    let user_id = "u".repeat(257);
+    let mut h = hello("quick");
+    h["identity"] = json!({"user_id": user_id, "signature": sign(&user_id)});
+    let reply = hello_reply(&server, &h).await;
+    assert_eq!(reply["code"], "invalid-identity", "{reply}");
+    // The same over HTTP.
+    let r = reqwest::Client::new()
+        .post(server.http("/api/conversations"))
+        .json(&json!({"flow": "quick", "identity": {"user_id": user_id, "signature": sign(&user_id)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid-identity");
+    // 256 bytes is fine.
+    let user_id = "u".repeat(256);
+    h["identity"] = json!({"user_id": user_id, "signature": sign(&user_id)});
+    assert_eq!(hello_reply(&server, &h).await["type"], "welcome");
+    server.stop().await;
+}
