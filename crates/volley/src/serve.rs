@@ -1,10 +1,13 @@
 //! `volley serve`: merges flags, environment and the config file, then runs the server.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::ArgAction;
+use clap::builder::BoolishValueParser;
 use volley_server::Config;
 
 #[derive(clap::Args)]
@@ -36,14 +39,16 @@ pub struct ServeArgs {
     /// Human-like pacing of bot messages: on or off.
     #[arg(long, env = "VOLLEY_PACING", value_parser = ["on", "off"])]
     pacing: Option<String>,
+    // The on/off flags take no value on the command line; their environment variables
+    // take 1/0, true/false, yes/no or on/off.
     /// Skip fsync on commit (faster, survives process crashes but not power loss).
-    #[arg(long, env = "VOLLEY_NO_FSYNC")]
+    #[arg(long, env = "VOLLEY_NO_FSYNC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     no_fsync: bool,
     /// Log as JSON lines.
-    #[arg(long, env = "VOLLEY_LOG_JSON")]
+    #[arg(long, env = "VOLLEY_LOG_JSON", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     log_json: bool,
     /// Let flows' HTTP steps call private, loopback and link-local addresses.
-    #[arg(long, env = "VOLLEY_ALLOW_PRIVATE_HTTP")]
+    #[arg(long, env = "VOLLEY_ALLOW_PRIVATE_HTTP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     allow_private_http: bool,
     /// Notification channels (boxed: they would make every command's arguments large).
     #[command(flatten)]
@@ -153,23 +158,61 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let running = volley_server::start(config, Arc::new(volley_server::SystemClock))
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        let flows = running.app.flows.all().len();
-        println!(
-            "Volley is serving {flows} flows at http://{} (ready in {} ms)",
-            running.addr,
-            started.elapsed().as_millis()
-        );
-        println!("  data: {}", database.trim_start_matches("sqlite://"));
-        if let Some(key) = &running.new_admin_key {
-            println!("  admin API key (shown once, store it now): {key}");
-        }
-        println!("  try it: open http://{}/ in a browser", running.addr);
+        let url = shown_url(&running.app.config, running.addr);
+        let started = Started {
+            flows: running.app.flows.all().len(),
+            url: &url,
+            ready_ms: started.elapsed().as_millis(),
+            database: &database,
+            new_admin_key: running.new_admin_key.as_deref(),
+        };
+        // stdout may be closed (`volley serve | head -1`): the server runs on regardless.
+        let _ = started.print(&mut std::io::stdout().lock());
         shutdown_signal().await;
-        println!("shutting down…");
+        let _ = writeln!(std::io::stdout().lock(), "shutting down…");
         running.shutdown().await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL people reach the server at: the public URL when set, else the address it
+/// listens on (the port actually bound, when the configuration says 0).
+fn shown_url(config: &Config, addr: SocketAddr) -> String {
+    match &config.public_url {
+        Some(_) => config.base_url(),
+        None => format!("http://{addr}"),
+    }
+}
+
+/// What `volley serve` prints once it is ready.
+struct Started<'a> {
+    flows: usize,
+    /// The public URL when set, else the address the server listens on.
+    url: &'a str,
+    ready_ms: u128,
+    database: &'a str,
+    new_admin_key: Option<&'a str>,
+}
+
+impl Started<'_> {
+    fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "Volley is serving {} flows at {} (ready in {} ms)",
+            self.flows, self.url, self.ready_ms
+        )?;
+        writeln!(
+            out,
+            "  data: {}",
+            self.database.trim_start_matches("sqlite://")
+        )?;
+        if let Some(key) = self.new_admin_key {
+            writeln!(out, "  admin API key (shown once, store it now): {key}")?;
+        }
+        writeln!(out, "  try it: open {}/ in a browser", self.url)?;
+        out.flush()
+    }
 }
 
 async fn shutdown_signal() {
@@ -185,4 +228,95 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    /// What an on/off flag's environment variable value parses to: the flag is made to
+    /// take a value on the command line, parsed by the same parser as its variable.
+    fn env_value(flag: &str, value: &str) -> Result<bool, clap::Error> {
+        let id = flag.replace('-', "_");
+        let m = ServeArgs::augment_args(Command::new("serve"))
+            .mut_arg(&id, |a| a.action(ArgAction::Set))
+            .try_get_matches_from(["serve", &format!("--{flag}"), value])?;
+        Ok(*m.get_one::<bool>(&id).expect("a value"))
+    }
+
+    #[test]
+    fn on_off_environment_variables_take_the_usual_spellings() {
+        for flag in ["no-fsync", "log-json", "allow-private-http"] {
+            for on in ["1", "true", "yes", "on", "TRUE", "Yes"] {
+                assert!(env_value(flag, on).unwrap(), "{flag}={on}");
+            }
+            for off in ["0", "false", "no", "off", "FALSE", "Off"] {
+                assert!(!env_value(flag, off).unwrap(), "{flag}={off}");
+            }
+            assert!(env_value(flag, "maybe").is_err(), "{flag}=maybe");
+        }
+    }
+
+    #[test]
+    fn on_off_flags_take_no_value_on_the_command_line() {
+        let cmd = ServeArgs::augment_args(Command::new("serve"));
+        let m = cmd
+            .clone()
+            .try_get_matches_from(["serve", "--no-fsync", "--log-json"])
+            .unwrap();
+        assert!(m.get_flag("no_fsync") && m.get_flag("log_json"));
+        assert!(
+            cmd.try_get_matches_from(["serve", "--no-fsync=yes"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_start_up_lines_show_the_public_url_when_set() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let mut config = Config::default();
+        assert_eq!(shown_url(&config, addr), "http://127.0.0.1:8080");
+        config.public_url = Some("https://chat.example.com/".into());
+        let url = shown_url(&config, addr);
+        assert_eq!(url, "https://chat.example.com");
+        let mut out = Vec::new();
+        Started {
+            flows: 7,
+            url: &url,
+            ready_ms: 65,
+            database: "sqlite://volley.db",
+            new_admin_key: None,
+        }
+        .print(&mut out)
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Volley is serving 7 flows at https://chat.example.com (ready in 65 ms)\n  \
+             data: volley.db\n  \
+             try it: open https://chat.example.com/ in a browser\n"
+        );
+    }
+
+    #[test]
+    fn a_closed_stdout_is_an_error_not_a_panic() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+        let started = Started {
+            flows: 1,
+            url: "http://127.0.0.1:8080",
+            ready_ms: 1,
+            database: "volley.db",
+            new_admin_key: Some("vk_x"),
+        };
+        let err = started.print(&mut Closed).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    }
 }
