@@ -392,7 +392,10 @@
   }
 
   var instances = [];
-  var bubbleSlots = 0;
+  var bubbles = [];              // bubble widgets, in launcher order from the right
+  function restack() {
+    bubbles.forEach(function (w, i) { w.root.style.setProperty('--slot', String(i)); });
+  }
   var focusWatchers = 0;
   var lastFocusHost = null;
   function onDocFocusIn(e) { lastFocusHost = e.target && e.target.tagName === 'VOLLEY-CHAT' ? e.target : null; }
@@ -496,8 +499,8 @@
     shadow.appendChild(root);
 
     if (this.mode === 'bubble') {
-      this.slot = bubbleSlots++;
-      root.style.setProperty('--slot', String(this.slot));
+      bubbles.push(this);
+      restack();
       var launcher = this.launcher = el('button', 'launcher');
       launcher.type = 'button';
       launcher.setAttribute('aria-expanded', 'false');
@@ -670,7 +673,8 @@
   };
 
   W.updateHeader = function () {
-    var name = this.opts.title || this.assistant.name || 'Chat';
+    var known = this.opts.title || this.assistant.name;
+    var name = known || 'Chat';
     this.nameEl.textContent = name;
     this.avatar.textContent = (Array.from((this.assistant.name || name).trim())[0] || '?').toUpperCase();
     this.labelEl.textContent = this.assistant.label || 'Automated assistant';
@@ -678,7 +682,8 @@
     this.panel.setAttribute('aria-label', label);
     if (this.launcher) {
       var unread = this.unread ? ', ' + this.unread + ' new message' + (this.unread > 1 ? 's' : '') : '';
-      this.launcher.setAttribute('aria-label', 'Chat with ' + name + unread);
+      // Until the first connection names the assistant, the launcher just says what it does.
+      this.launcher.setAttribute('aria-label', (known ? 'Chat with ' + known : 'Open chat') + unread);
     }
     this.typingText.textContent = (this.assistant.name || 'The assistant') + ' is typing…';
   };
@@ -1903,6 +1908,11 @@
     if (this.host.parentNode) this.host.parentNode.removeChild(this.host);
     var i = instances.indexOf(this);
     if (i >= 0) instances.splice(i, 1);
+    var b = bubbles.indexOf(this);
+    if (b >= 0) {
+      bubbles.splice(b, 1);
+      restack(); // the launchers left of it move over
+    }
   };
 
   // ─────────────────────────────────────────────────────────────── API ──

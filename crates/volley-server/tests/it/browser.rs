@@ -597,3 +597,57 @@ async fn a_wait_follows_up_in_the_open_widget_and_after_a_reload() {
     b.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bubble_launchers_are_named_and_restack_when_one_is_destroyed() {
+    let _one = BROWSER_LOCK.lock().await;
+    let Some((server, b)) = open_flow("policy-acknowledgement").await else {
+        return;
+    };
+    b.expect_bot("Please tick each point").await;
+    // Three bubbles for flows this browser never talked to: none connects before it opens.
+    b.js(
+        "window.__bubbles = ['support-triage', 'lead-qualification', 'mortgage-calculator']\
+           .map(flow => Volley.mount({ flow }));",
+        vec![],
+    )
+    .await;
+    let launchers = "return window.__bubbles.filter(x => x.element)\
+        .map(x => x.element.shadowRoot.querySelector('.launcher'))\
+        .map(l => [getComputedStyle(l).right, l.getAttribute('aria-label')]);";
+    let before = b
+        .wait_for(
+            "three launchers",
+            &format!("const l = (() => {{ {launchers} }})(); return l.length === 3 ? l : null;"),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        before,
+        json!([
+            ["20px", "Open chat"],
+            ["96px", "Open chat"],
+            ["172px", "Open chat"]
+        ]),
+        "side by side, with a label that does not need the assistant's name"
+    );
+    // Destroying the rightmost frees its place: the others move over.
+    b.js(
+        "window.__bubbles[0].destroy(); window.__bubbles.shift();",
+        vec![],
+    )
+    .await;
+    let after = b.js(launchers, vec![]).await;
+    assert_eq!(after, json!([["20px", "Open chat"], ["96px", "Open chat"]]));
+    // Once a bubble connects, its launcher names the assistant.
+    b.js("window.__bubbles[1].open();", vec![]).await;
+    b.wait_for(
+        "the launcher named after the assistant",
+        "const l = window.__bubbles[1].element.shadowRoot.querySelector('.launcher');\
+         return l.getAttribute('aria-label') === 'Chat with Leo from Harbourline' || null;",
+        vec![],
+    )
+    .await;
+    b.close().await;
+    server.stop().await;
+}
