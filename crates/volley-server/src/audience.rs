@@ -389,14 +389,19 @@ mod tests {
         c.attributes
             .insert("plan".into(), Value::String("pro".into()));
         c.attributes.insert("seats".into(), Value::from(5));
-        let seg = |json: Value| serde_json::from_value::<Segment>(json).unwrap();
-        assert!(
-            seg(serde_json::json!({"tags": ["vip"], "attributes": {"plan": "pro", "seats": 5}}))
-                .matches(None, &c)
-        );
-        assert!(!seg(serde_json::json!({"tags": ["vip", "new"]})).matches(None, &c));
-        assert!(!seg(serde_json::json!({"attributes": {"plan": "free"}})).matches(None, &c));
-        assert!(seg(serde_json::json!({"external_ids": ["x"]})).matches(Some("x"), &c));
-        assert!(!seg(serde_json::json!({"external_ids": ["x"]})).matches(None, &c));
+        let check = |json: Value, ext: Option<&str>| {
+            let s = serde_json::from_value::<Segment>(json).unwrap();
+            let ids: HashSet<&str> = s.external_ids.iter().map(String::as_str).collect();
+            s.matches(&ids, ext, &c)
+        };
+        let pro = serde_json::json!({"tags": ["vip"], "attributes": {"plan": "pro", "seats": 5}});
+        assert!(check(pro, None));
+        assert!(!check(serde_json::json!({"tags": ["vip", "new"]}), None));
+        assert!(!check(
+            serde_json::json!({"attributes": {"plan": "free"}}),
+            None
+        ));
+        assert!(check(serde_json::json!({"external_ids": ["x"]}), Some("x")));
+        assert!(!check(serde_json::json!({"external_ids": ["x"]}), None));
     }
 }

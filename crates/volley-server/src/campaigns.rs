@@ -134,7 +134,8 @@ struct Plan {
     zone: Option<TimeZone>,
     fallback: TimeZone,
     quiet: Option<QuietHours>,
-    rate_gap_ms: i64,
+    /// Microseconds between two sends (0: no limit).
+    rate_gap_us: i64,
     late_after: Option<i64>,
 }
 
@@ -230,7 +231,7 @@ impl Plan {
             }
             None => flow.quiet_hours().cloned(),
         };
-        let rate_gap_ms = match spec.rate_per_minute {
+        let rate_gap_us = match spec.rate_per_minute {
             None => 0,
             Some(0) => return Err(invalid("rate_per_minute must be at least 1")),
             Some(r) if r > MAX_RATE_PER_MINUTE => {
@@ -238,7 +239,7 @@ impl Plan {
                     "rate_per_minute is at most {MAX_RATE_PER_MINUTE}"
                 )));
             }
-            Some(r) => (60_000 / r as i64).max(1),
+            Some(r) => 60_000_000 / r as i64,
         };
         let late_after = match &spec.late {
             None => Some(DEFAULT_LATE_MS),
@@ -263,7 +264,7 @@ impl Plan {
             zone,
             fallback,
             quiet,
-            rate_gap_ms,
+            rate_gap_us,
             late_after,
         })
     }
@@ -362,13 +363,14 @@ fn plan_sends(plan: &Plan, members: &[Member], now: Timestamp) -> Planned {
         sends.push((m.id.clone(), target, due.max(now)));
     }
     sends.sort_by_key(|s| (s.2, s.0.clone()));
-    // The send rate: no two sends closer than the gap.
-    if plan.rate_gap_ms > 0 {
+    // The send rate: sends spaced by the gap (kept in microseconds, so rates above
+    // 1,000 a second stay exact over time; due times are whole milliseconds).
+    if plan.rate_gap_us > 0 {
         let mut next_free = i64::MIN;
         for s in &mut sends {
-            let due = s.2.as_millisecond().max(next_free);
-            next_free = due + plan.rate_gap_ms;
-            s.2 = Timestamp::from_millisecond(due).unwrap_or(s.2);
+            let due_us = (s.2.as_millisecond() * 1000).max(next_free);
+            next_free = due_us + plan.rate_gap_us;
+            s.2 = Timestamp::from_millisecond(due_us.div_euclid(1000)).unwrap_or(s.2);
         }
     }
     Planned { sends, skipped }
@@ -599,11 +601,20 @@ pub async fn create(
         .iter()
         .map(|(contact, target, due)| send_timer(&id, contact, *target, *due, plan.late_after))
         .collect();
+    // Stored without its list of external ids (read once per send, it must stay small):
+    // the sends themselves say who they are for.
+    let mut stored = spec.clone();
+    if !stored.audience.external_ids.is_empty() {
+        stored.audience.external_ids = vec![format!(
+            "({} external ids)",
+            stored.audience.external_ids.len()
+        )];
+    }
     let row = CampaignRow {
         id: id.clone(),
         name: spec.name.clone(),
         flow_id: spec.flow.clone(),
-        spec: serde_json::to_string(&spec).map_err(|e| ApiError::internal("spec", e))?,
+        spec: serde_json::to_string(&stored).map_err(|e| ApiError::internal("spec", e))?,
         status: "scheduled".into(),
         audience: members.len() as i64,
         cancelled: 0,
@@ -899,6 +910,23 @@ mod tests {
         // Thirty minutes late: sent now.
         let soon = plan_sends(&plan, &members[..1], ts("2026-12-01T09:30:00Z"));
         assert_eq!(soon.sends[0].2.to_string(), "2026-12-01T09:30:00Z");
+        // Faster than one a millisecond: 5,000 a second over 10,000 sends is 2 seconds.
+        s.rate_per_minute = Some(300_000);
+        let plan = Plan::new(&s, &flow()).unwrap();
+        let many: Vec<Member> = (0..10_000)
+            .map(|i| member(&format!("n{i}"), None))
+            .collect();
+        let p = plan_sends(&plan, &many, ts("2026-12-01T08:00:00Z"));
+        assert_eq!(
+            p.sends.last().unwrap().2.to_string(),
+            "2026-12-01T09:00:01.999Z"
+        );
+        let first_second = p
+            .sends
+            .iter()
+            .filter(|s| s.2 < ts("2026-12-01T09:00:01Z"))
+            .count();
+        assert_eq!(first_second, 5_000);
     }
 
     #[test]
