@@ -690,6 +690,7 @@ async fn change(
         ));
     }
     // Its sends moved in the store: the scheduler reads them again.
+    app.campaigns.forget(&id);
     app.scheduler.rescan();
     let row = find(&app, &id).await?;
     Ok(Json(view(&app, row).await?))
@@ -735,6 +736,41 @@ pub async fn cancel(
     change(app, headers, id, CampaignChange::Cancel).await
 }
 
+/// Campaigns being sent, kept between sends: one read of the campaign per campaign,
+/// not per send. A change through the API drops the entry.
+#[derive(Default)]
+pub struct Cache(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<(CampaignRow, CampaignSpec)>>>,
+);
+
+impl Cache {
+    async fn get(
+        &self,
+        app: &App,
+        id: &str,
+    ) -> Result<Option<Arc<(CampaignRow, CampaignSpec)>>, ()> {
+        if let Some(hit) = self.0.lock().expect("cache lock").get(id) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(row) = app.store.campaign(id).await.map_err(|_| ())? else {
+            return Ok(None);
+        };
+        let Ok(spec) = serde_json::from_str::<CampaignSpec>(&row.spec) else {
+            return Ok(None);
+        };
+        let entry = Arc::new((row, spec));
+        self.0
+            .lock()
+            .expect("cache lock")
+            .insert(id.to_string(), entry.clone());
+        Ok(Some(entry))
+    }
+
+    fn forget(&self, id: &str) {
+        self.0.lock().expect("cache lock").remove(id);
+    }
+}
+
 /// What firing a send did.
 pub enum SendOutcome {
     /// The conversation started (or the send was dropped for good): the timer is gone.
@@ -751,11 +787,12 @@ pub async fn fire(app: &App, timer: &TimerRow) -> SendOutcome {
     let Ok(data) = serde_json::from_str::<SendData>(&timer.data) else {
         return drop_send(app, timer, "unreadable send").await;
     };
-    let row = match app.store.campaign(&data.campaign).await {
-        Ok(Some(r)) => r,
+    let cached = match app.campaigns.get(app, &data.campaign).await {
+        Ok(Some(c)) => c,
         Ok(None) => return drop_send(app, timer, "campaign gone").await,
-        Err(_) => return SendOutcome::Retry,
+        Err(()) => return SendOutcome::Retry,
     };
+    let (row, spec) = &*cached;
     match row.status.as_str() {
         "paused" => return SendOutcome::Parked,
         "scheduled" => {}
@@ -768,9 +805,6 @@ pub async fn fire(app: &App, timer: &TimerRow) -> SendOutcome {
     {
         return drop_send(app, timer, "too late").await;
     }
-    let Ok(spec) = serde_json::from_str::<CampaignSpec>(&row.spec) else {
-        return drop_send(app, timer, "unreadable campaign").await;
-    };
     let Some(flow) = app.flows.latest(&row.flow_id) else {
         return drop_send(app, timer, "flow not published").await;
     };
@@ -783,7 +817,8 @@ pub async fn fire(app: &App, timer: &TimerRow) -> SendOutcome {
     profile.id = contact.id.clone();
     // A recurring campaign's next send keeps this one's spacing from its occurrence.
     let mut schedule = Vec::new();
-    if let Ok(plan) = Plan::new(&spec, &flow.flow)
+    if spec.schedule.cron.is_some()
+        && let Ok(plan) = Plan::new(spec, &flow.flow)
         && let When::Cron { .. } = plan.when
         && let Ok(target) = Timestamp::from_millisecond(data.target)
     {

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use volley_flow::{Awaiting, Effect, Input, Question, State};
-use volley_store::{Append, EventRow, NewConversation, NewEvent, NewTimer, TimerRow};
+use volley_store::{
+    Append, ConversationRow, EventRow, NewConversation, NewEvent, NewTimer, TimerRow,
+};
 
 use crate::App;
 use crate::error::ApiError;
@@ -200,6 +202,9 @@ struct Inner {
     /// Time until which earlier messages are still being "typed" (pacing).
     pace_cursor: i64,
     loaded: Option<Loaded>,
+    /// The row read when the conversation came into memory, kept for the first
+    /// `ensure_loaded` (which would otherwise read it again).
+    row: Option<ConversationRow>,
 }
 
 struct Subscriber {
@@ -247,14 +252,15 @@ impl Conversations {
         };
         let conv = Arc::new(Conv {
             id: row.id.clone(),
-            contact_id: row.contact_id,
-            flow_id: row.flow_id,
+            contact_id: row.contact_id.clone(),
+            flow_id: row.flow_id.clone(),
             inner: tokio::sync::Mutex::new(Inner {
                 last_seq: row.last_seq,
                 status: status_str(&row.status),
                 flow_version: row.flow_version,
                 pace_cursor: 0,
                 loaded: None,
+                row: Some(row.clone()),
             }),
             subscribers: Mutex::new(Vec::new()),
             touched: AtomicI64::new(app.clock.now_ms()),
@@ -332,6 +338,7 @@ impl Conversations {
                 status,
                 flow_version: flow.version,
                 pace_cursor: cursor,
+                row: None,
                 loaded: Some(Loaded {
                     flow,
                     state: turn.state,
@@ -539,11 +546,14 @@ impl Conv {
         inner: &'a mut Inner,
     ) -> Result<&'a mut Loaded, ApiError> {
         if inner.loaded.is_none() {
-            let row = app
-                .store
-                .conversation(&self.id)
-                .await?
-                .ok_or_else(|| ApiError::internal("conversation vanished", &self.id))?;
+            let row = match inner.row.take() {
+                Some(row) => row,
+                None => app
+                    .store
+                    .conversation(&self.id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("conversation vanished", &self.id))?,
+            };
             let state: State = serde_json::from_str(&row.state)
                 .map_err(|e| ApiError::internal("stored state", e))?;
             let flow = app

@@ -53,8 +53,10 @@ pub struct App {
     pub connections: AtomicUsize,
     /// Requests of flows' HTTP steps, waiting to be sent.
     pub outbound: outbound::Outbound,
-    /// Durable timers (waits, timeouts).
+    /// Durable timers (waits, timeouts, campaign sends).
     pub scheduler: scheduler::Scheduler,
+    /// Campaigns being sent (read once, not once per send).
+    pub campaigns: campaigns::Cache,
     /// Notification channels (email, webhook) enabled by the configuration.
     pub channels: channels::Channels,
 }
@@ -158,6 +160,7 @@ pub async fn start_with_store(
         connections: AtomicUsize::new(0),
         outbound: outbound::Outbound::new(),
         scheduler: scheduler::Scheduler::default(),
+        campaigns: campaigns::Cache::default(),
         channels,
     });
     let now = app.clock.now_ms();
