@@ -31,7 +31,8 @@ pub const SEARCH_DAYS: i32 = 2 * 366;
 /// Most time ranges one day may have in a calendar's `hours`.
 pub const MAX_RANGES_PER_DAY: usize = 24;
 
-const DAY_NAMES: [&str; 7] = [
+/// Day names, Monday first.
+pub(crate) const DAY_NAMES: [&str; 7] = [
     "monday",
     "tuesday",
     "wednesday",

@@ -109,17 +109,8 @@ pub fn environment<'s>() -> Environment<'s> {
     env.add_function("date_add", date_add);
     env.add_function("days_between", days_between);
     env.add_function("weekday", |d: String| {
-        const DAYS: [&str; 7] = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ];
         Ok(Value::from(
-            DAYS[parse_date(&d)?.weekday().to_monday_zero_offset() as usize],
+            crate::calendar::DAY_NAMES[parse_date(&d)?.weekday().to_monday_zero_offset() as usize],
         ))
     });
     env.add_function("format_date", |d: String, fmt: Option<String>| {

@@ -22,6 +22,13 @@ pub fn safe_url(url: &str) -> bool {
             .any(|c| c.is_control() || c == '"' || c == '<' || c == '>')
 }
 
+/// Text made safe to place in HTML (element content or a quoted attribute).
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape(&mut out, s);
+    out
+}
+
 fn escape(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {

@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
+use volley_flow::markdown::escape_html;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -294,21 +295,6 @@ fn header_text(s: &str) -> String {
         }
         None => out,
     }
-}
-
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// Notifications by email, through an SMTP relay (lettre; TLS by rustls with ring).
