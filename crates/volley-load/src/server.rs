@@ -60,9 +60,33 @@ pub async fn ready(server: &mut Server) -> anyhow::Result<()> {
     bail!("the server did not become ready in 30 s")
 }
 
+/// A server left running when a run fails is stopped with it.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     /// The server's resident memory, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         crate::rss_kib(self.child.id())
+    }
+
+    /// Resident memory split into anonymous (heap) and file-backed (the database
+    /// mapped into memory) KiB, from /proc/PID/smaps_rollup.
+    pub fn rss_split_kib(&self) -> Option<(u64, u64)> {
+        let text =
+            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id())).ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        };
+        Some((
+            field("Anonymous:")?,
+            field("Rss:")?.saturating_sub(field("Anonymous:")?),
+        ))
     }
 }

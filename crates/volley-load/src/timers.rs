@@ -137,6 +137,7 @@ pub async fn run(o: Options) -> anyhow::Result<Value> {
     let pending_timers = o.contacts * o.campaigns;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_pending = srv.rss_kib();
+    let split = srv.rss_split_kib();
 
     // 3. Lateness while firing at a steady rate.
     let metrics = format!("http://{addr}/metrics");
@@ -200,6 +201,8 @@ pub async fn run(o: Options) -> anyhow::Result<Value> {
         "accept_timers_per_second": accept,
         "pending_timers": pending_timers,
         "server_rss_mib_with_pending": mib(rss_pending),
+        "server_rss_heap_mib": mib(split.map(|s| s.0)),
+        "server_rss_mapped_file_mib": mib(split.map(|s| s.1)),
         "steady_firing": {
             "timers": fire_ids.len(),
             "offered_per_second": o.fire_rate,

@@ -300,10 +300,11 @@ impl Segment {
     }
 }
 
-/// A targeted contact.
+/// A targeted contact: what planning its sends needs (kept small: an audience may
+/// have a million members).
 pub struct Member {
     pub id: String,
-    pub profile: Contact,
+    pub timezone: Option<String>,
 }
 
 /// Every contact in the segment, in id order (at most [`MAX_AUDIENCE`]).
@@ -328,7 +329,7 @@ pub async fn members(app: &App, segment: &Segment) -> Result<Vec<Member>, ApiErr
                 }
                 out.push(Member {
                     id: row.id.clone(),
-                    profile,
+                    timezone: profile.timezone,
                 });
             }
         }

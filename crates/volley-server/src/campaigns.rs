@@ -35,6 +35,8 @@ pub const MAX_RATE_PER_MINUTE: u32 = 600_000;
 pub const DEFAULT_LATE_MS: i64 = 3_600_000;
 /// Lateness tolerated by `late: skip`.
 pub const SKIP_LATE_MS: i64 = 60_000;
+/// Sends written per transaction when a campaign is created.
+const WRITE_SLICE: usize = 20_000;
 /// How far ahead a recurring schedule looks for its next occurrence.
 const MAX_CRON_SEARCH_DAYS: i64 = 366 * 5;
 
@@ -269,10 +271,10 @@ impl Plan {
         })
     }
 
-    fn zone_of(&self, c: &Contact) -> TimeZone {
+    fn zone_of(&self, timezone: Option<&str>) -> TimeZone {
         self.zone
             .clone()
-            .or_else(|| c.timezone.as_deref().and_then(volley_flow::zone))
+            .or_else(|| timezone.and_then(volley_flow::zone))
             .unwrap_or_else(|| self.fallback.clone())
     }
 
@@ -349,7 +351,7 @@ fn plan_sends(plan: &Plan, members: &[Member], now: Timestamp) -> Planned {
     let mut sends = Vec::with_capacity(members.len());
     let mut skipped = 0;
     for m in members {
-        let zone = plan.zone_of(&m.profile);
+        let zone = plan.zone_of(m.timezone.as_deref());
         let Some(target) = plan.occurrence(&zone, now) else {
             skipped += 1;
             continue;
@@ -433,7 +435,7 @@ pub struct CampaignView {
     pub id: String,
     pub name: String,
     pub flow: String,
-    /// `scheduled`, `paused` or `cancelled`.
+    /// `planning` (its sends are being written), `scheduled`, `paused` or `cancelled`.
     pub status: String,
     /// Contacts targeted.
     pub audience: i64,
@@ -573,7 +575,7 @@ pub async fn create(
                 .iter()
                 .map(|r| Member {
                     id: r.external_id.clone(),
-                    profile: r.profile.clone(),
+                    timezone: r.profile.timezone.clone(),
                 })
                 .collect(),
             None => audience::members(&app, &segment).await?,
@@ -596,11 +598,8 @@ pub async fn create(
     let members = audience::members(&app, &segment).await?;
     let planned = plan_sends(&plan, &members, now);
     let id = new_id("cmp");
-    let timers: Vec<NewTimer> = planned
-        .sends
-        .iter()
-        .map(|(contact, target, due)| send_timer(&id, contact, *target, *due, plan.late_after))
-        .collect();
+    let audience_size = members.len() as i64;
+    drop(members);
     // Stored without its list of external ids (read once per send, it must stay small):
     // the sends themselves say who they are for.
     let mut stored = spec.clone();
@@ -615,14 +614,40 @@ pub async fn create(
         name: spec.name.clone(),
         flow_id: spec.flow.clone(),
         spec: serde_json::to_string(&stored).map_err(|e| ApiError::internal("spec", e))?,
-        status: "scheduled".into(),
-        audience: members.len() as i64,
+        status: "planning".into(),
+        audience: audience_size,
         cancelled: 0,
         paused_at: None,
         created_at: now.as_millisecond(),
         updated_at: now.as_millisecond(),
     };
-    app.store.create_campaign(row, timers).await?;
+    // Written in slices, so memory stays bounded however large the audience; the
+    // campaign sends nothing until every slice is written (`planning`), and one left
+    // half-written by a crash is cancelled at the next start.
+    app.store.create_campaign(row, Vec::new()).await?;
+    let written = async {
+        for slice in planned.sends.chunks(WRITE_SLICE) {
+            let timers = slice
+                .iter()
+                .map(|(contact, target, due)| {
+                    send_timer(&id, contact, *target, *due, plan.late_after)
+                })
+                .collect();
+            app.store.schedule_timers(timers).await?;
+        }
+        app.store
+            .change_campaign(&id, CampaignChange::Activate, app.clock.now_ms())
+            .await
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = app
+            .store
+            .change_campaign(&id, CampaignChange::Cancel, app.clock.now_ms())
+            .await;
+        return Err(e.into());
+    }
+    app.campaigns.forget(&id);
     app.scheduler.rescan();
     let row = app
         .store
@@ -771,6 +796,19 @@ impl Cache {
     }
 }
 
+/// Cancels campaigns a crash left half-written (`planning`): called at start-up.
+pub async fn abandon_unfinished(app: &App) -> Result<(), ApiError> {
+    for c in app.store.campaigns().await? {
+        if c.status == "planning" {
+            tracing::warn!(campaign = %c.id, "campaign left half-written by a crash: cancelled");
+            app.store
+                .change_campaign(&c.id, CampaignChange::Cancel, app.clock.now_ms())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// What firing a send did.
 pub enum SendOutcome {
     /// The conversation started (or the send was dropped for good): the timer is gone.
@@ -794,7 +832,8 @@ pub async fn fire(app: &App, timer: &TimerRow) -> SendOutcome {
     };
     let (row, spec) = &*cached;
     match row.status.as_str() {
-        "paused" => return SendOutcome::Parked,
+        // Still being written: its sends are read again once it is active.
+        "paused" | "planning" => return SendOutcome::Parked,
         "scheduled" => {}
         _ => return drop_send(app, timer, "campaign cancelled").await,
     }
@@ -822,7 +861,7 @@ pub async fn fire(app: &App, timer: &TimerRow) -> SendOutcome {
         && let When::Cron { .. } = plan.when
         && let Ok(target) = Timestamp::from_millisecond(data.target)
     {
-        let zone = plan.zone_of(&profile);
+        let zone = plan.zone_of(profile.timezone.as_deref());
         if let Some(next) = plan.next_cron(&zone, target.max(now), false) {
             let spread = timer.due_at - plan.due(&zone, target).as_millisecond();
             let due = plan.due(&zone, next).as_millisecond() + spread.max(0);
@@ -882,10 +921,7 @@ mod tests {
     fn member(id: &str, tz: Option<&str>) -> Member {
         Member {
             id: id.into(),
-            profile: Contact {
-                timezone: tz.map(String::from),
-                ..Default::default()
-            },
+            timezone: tz.map(String::from),
         }
     }
 

@@ -179,6 +179,9 @@ pub async fn start_with_store(
     if let Some(dir) = &app.config.flows {
         app.flows.publish_dir(app.store.as_ref(), dir, now).await?;
     }
+    campaigns::abandon_unfinished(&app)
+        .await
+        .map_err(|e| e.message)?;
     let new_admin_key = contacts::bootstrap_admin_key(&app)
         .await
         .map_err(|e| e.message)?;

@@ -173,11 +173,14 @@ pub struct CampaignRow {
 /// A change of a campaign's status, with what happens to its pending sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CampaignChange {
+    /// A campaign whose sends are all written (`planning` → `scheduled`).
+    Activate,
     /// Its pending timers are parked far in the future.
     Pause,
     /// Parked timers come back, later by the time spent paused.
     Resume,
-    /// Pending timers are deleted (counted as cancelled).
+    /// Pending timers are deleted (counted as cancelled); also ends a campaign left
+    /// `planning` by a crash.
     Cancel,
 }
 

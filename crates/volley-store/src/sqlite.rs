@@ -130,7 +130,10 @@ fn connect_options(url: &str, durable: bool) -> Result<SqliteConnectOptions> {
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .pragma("temp_store", "memory")
-        .pragma("mmap_size", "268435456"))
+        // Reads map at most 64 MiB of the file: mapped pages count as the process's
+        // resident memory, and the timers and log of a large database would fill any
+        // larger map.
+        .pragma("mmap_size", "67108864"))
 }
 
 impl SqliteStore {
@@ -446,6 +449,13 @@ async fn change_campaign(
         return Ok(Output::Deleted(false));
     };
     match (change, status.as_str()) {
+        (CampaignChange::Activate, "planning") => {
+            sqlx::query("UPDATE campaigns SET status = 'scheduled', updated_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         (CampaignChange::Pause, "scheduled") => {
             sqlx::query("UPDATE timers SET due_at = due_at + ? WHERE owner = ? AND due_at < ?")
                 .bind(PARKED)
@@ -477,7 +487,7 @@ async fn change_campaign(
                 .execute(&mut *tx)
                 .await?;
         }
-        (CampaignChange::Cancel, "scheduled" | "paused") => {
+        (CampaignChange::Cancel, "scheduled" | "paused" | "planning") => {
             let gone = sqlx::query("DELETE FROM timers WHERE owner = ?")
                 .bind(&owner)
                 .execute(&mut *tx)
