@@ -97,6 +97,9 @@ pub enum Input {
     /// The conversation has expired (`expire_after` since the participant's last
     /// input): it ends with the outcome `expired`, whatever it was waiting for.
     Expire,
+    /// A person closes the conversation (an agent resolves it without handing it back
+    /// to the flow): it ends with `outcome`, whatever it was waiting for.
+    Close { outcome: String },
 }
 
 /// What a wait resumed late means, as the step's `late:` says. The engine cannot know
@@ -1328,10 +1331,15 @@ impl<'f> Run<'f> {
         if let Input::Jump { step, vars } = input {
             return self.jump(&step, vars);
         }
-        if matches!(input, Input::Expire) {
+        let closing = match &input {
+            Input::Expire => Some("expired"),
+            Input::Close { outcome } => Some(outcome.as_str()),
+            _ => None,
+        };
+        if let Some(outcome) = closing {
             return match self.state.at {
                 At::Ended { .. } => self.reject("ended", "this conversation has ended"),
-                _ => self.end("expired"),
+                _ => self.end(outcome),
             };
         }
         match self.state.at.clone() {

@@ -304,7 +304,8 @@ fn identity_headers(headers: &HeaderMap) -> Option<Identity> {
 pub struct InputRequest {
     /// Client message id (retries with the same id are applied once).
     pub id: String,
-    /// `answer`, `back` or `skip`.
+    /// `answer`, `back`, `skip`, `say` (free text: to the person handling the
+    /// conversation, or the answer to the open question) or `rate` (CSAT, 1–5).
     #[serde(rename = "type")]
     pub kind: String,
     /// The question's step (answers).
@@ -314,6 +315,9 @@ pub struct InputRequest {
     pub text: Option<String>,
     #[serde(default)]
     pub values: Option<Vec<String>>,
+    /// The rating (`rate`).
+    #[serde(default)]
+    pub score: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -373,6 +377,16 @@ pub async fn input(
         }
         "back" => Action::Back,
         "skip" => Action::Skip,
+        "say" => Action::Say {
+            text: req
+                .text
+                .ok_or_else(|| ApiError::bad_request("bad-json", "`say` needs `text`"))?,
+        },
+        "rate" => Action::Rate {
+            score: req
+                .score
+                .ok_or_else(|| ApiError::bad_request("bad-json", "`rate` needs `score`"))?,
+        },
         other => {
             return Err(ApiError::bad_request(
                 "unknown-type",
@@ -445,6 +459,8 @@ pub async fn events(
             }
         }
     }
+    // Signals outside the log (an agent typing) are for live streams only.
+    due.retain(|d| d.seq > 0);
     let (_, last_seq, _) = conv.summary().await;
     let typing = sub.typing(app.clock.now_ms());
     Ok(Json(EventsPage {

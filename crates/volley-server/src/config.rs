@@ -34,6 +34,46 @@ pub struct Config {
     pub limits: Limits,
     /// Notification channels (email, webhook): all off by default.
     pub channels: ChannelsConfig,
+    /// Hand-off to people: queues, business hours, CSAT.
+    pub handoff: HandoffConfig,
+}
+
+/// The `[handoff]` table (docs/handoff.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoffConfig {
+    /// The queue of a hand-off that names none.
+    pub default_queue: String,
+    /// Ask the participant for a 1–5 rating when a person resolves the conversation.
+    pub csat: bool,
+    /// The CSAT question.
+    pub csat_question: String,
+    /// Queues with settings of their own; any other queue name works with defaults.
+    pub queues: std::collections::BTreeMap<String, QueueConfig>,
+}
+
+/// `[handoff.queues.<name>]`: a queue with its own business hours.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Shown to agents.
+    pub title: Option<String>,
+    /// When people answer this queue (`timezone`, `hours`, `closed`, as flows'
+    /// calendars); outside them participants are told when to expect a reply.
+    pub hours: Option<volley_flow::Calendar>,
+    /// Overrides `[handoff] csat` for this queue.
+    pub csat: Option<bool>,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        HandoffConfig {
+            default_queue: "support".into(),
+            csat: true,
+            csat_question: "How would you rate the help you received?".into(),
+            queues: Default::default(),
+        }
+    }
 }
 
 /// Every limit the server enforces (documented in docs/protocol.md and docs/operations.md).
@@ -187,6 +227,7 @@ impl Default for Config {
             allow_private_http: false,
             limits: Limits::default(),
             channels: ChannelsConfig::default(),
+            handoff: HandoffConfig::default(),
         }
     }
 }

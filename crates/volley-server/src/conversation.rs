@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use volley_flow::{Awaiting, Effect, Input, Question, State};
 use volley_store::{
-    Append, ConversationRow, EventRow, NewConversation, NewEvent, NewTimer, TimerRow,
+    Append, ConversationRow, EventRow, HandoffRow, NewConversation, NewEvent, NewTimer, TimerRow,
 };
 
 use crate::App;
 use crate::error::ApiError;
 use crate::flows::Published;
+use crate::handoff;
 use crate::ids::new_id;
 use crate::outbound;
 use crate::telemetry::names;
@@ -87,6 +88,15 @@ pub enum Action {
     },
     Back,
     Skip,
+    /// Free text: to the person handling the conversation, else the answer to the
+    /// open question.
+    Say {
+        text: String,
+    },
+    /// The participant's CSAT rating.
+    Rate {
+        score: i64,
+    },
     /// An input from the server itself (an HTTP response, an agent).
     System(Input),
     /// The firing of a durable timer: applied only if the timer is still pending, and
@@ -122,7 +132,8 @@ fn timers_for(
             step,
             timeout_at: Some(at),
         } => vec![timer(at.as_millisecond(), "timeout", &step, None)],
-        Awaiting::Ended { .. } => return Vec::new(),
+        // Nothing runs on its own while a person handles it (no expiry either).
+        Awaiting::Ended { .. } | Awaiting::Human { .. } => return Vec::new(),
         _ => Vec::new(),
     };
     if let Some(after) = flow.flow.expire_after_ms() {
@@ -212,6 +223,37 @@ struct Subscriber {
     tx: mpsc::Sender<Arc<Delivery>>,
 }
 
+struct StaffWatcher {
+    id: u64,
+    tx: mpsc::Sender<Arc<str>>,
+}
+
+/// What a person's action writes to a conversation: log entries of its own, the
+/// hand-off as it stands afterwards, and optionally an input for the engine (returning
+/// to the flow, closing) whose effects are logged after the entries.
+#[derive(Default)]
+pub struct Manual {
+    pub entries: Vec<wire::Entry>,
+    pub handoff: Option<HandoffRow>,
+    pub input: Option<Input>,
+    /// Replaces the conversation's timers (`None`: keeps them).
+    pub timers: Option<Vec<NewTimer>>,
+    /// Timers of an owner (a snooze's wake-up), scheduled with it.
+    pub schedule: Vec<NewTimer>,
+    /// The timer this is the firing of (deleted with it; must still be pending).
+    pub fired_timer: Option<i64>,
+}
+
+/// A conversation as a person's action finds it.
+pub struct Current<'a> {
+    pub status: &'static str,
+    pub state: &'a State,
+    pub flow: &'a Published,
+    /// The latest hand-off (open or resolved), if any.
+    pub handoff: Option<HandoffRow>,
+    pub last_seq: i64,
+}
+
 /// One conversation held in memory while it is active or watched.
 pub struct Conv {
     pub id: String,
@@ -219,6 +261,8 @@ pub struct Conv {
     pub flow_id: String,
     inner: tokio::sync::Mutex<Inner>,
     subscribers: Mutex<Vec<Subscriber>>,
+    /// Consoles watching the whole log (every entry, private ones included).
+    staff: Mutex<Vec<StaffWatcher>>,
     touched: AtomicI64,
     /// Highest `seq` a client confirmed it has shown.
     acked: AtomicI64,
@@ -263,6 +307,7 @@ impl Conversations {
                 row: Some(row.clone()),
             }),
             subscribers: Mutex::new(Vec::new()),
+            staff: Mutex::new(Vec::new()),
             touched: AtomicI64::new(app.clock.now_ms()),
             acked: AtomicI64::new(0),
         });
@@ -287,6 +332,18 @@ impl Conversations {
             .iter()
             .map(|e| wire::from_effect(e, app.config.pacing))
             .collect();
+        let mut entries = entries;
+        let request = handoff::requested(
+            app,
+            [&id, contact_id, &flow.id],
+            &turn.state,
+            &turn.effects,
+            now.as_millisecond(),
+        );
+        let handoff = request.map(|(row, entry)| {
+            entries.push(entry);
+            row
+        });
         let logged = entries.len() as i64;
         // Nobody is subscribed yet: the first client reads these from the log.
         let (events, shown, cursor) = paced(entries, now.as_millisecond(), 0, 0, None);
@@ -323,6 +380,7 @@ impl Conversations {
                 timers: timers.clone(),
                 fired_timer: origin.fired_timer,
                 schedule: origin.schedule.clone(),
+                handoff: handoff.clone(),
             })
             .await?;
         let notify_pending = timers.iter().flatten().any(|t| t.kind == "notify");
@@ -349,6 +407,7 @@ impl Conversations {
                 }),
             }),
             subscribers: Mutex::new(Vec::new()),
+            staff: Mutex::new(Vec::new()),
             touched: AtomicI64::new(now.as_millisecond()),
             acked: AtomicI64::new(0),
         });
@@ -358,6 +417,10 @@ impl Conversations {
             .lock()
             .expect("conversations lock")
             .insert(id, conv.clone());
+        // Only now: assigning it reads the conversation from this map.
+        if let Some(row) = &handoff {
+            app.desk.put(row);
+        }
         Ok(conv)
     }
 
@@ -370,7 +433,8 @@ impl Conversations {
     pub fn sweep(&self, now_ms: i64, idle_ms: i64) -> usize {
         let mut map = self.map.lock().expect("conversations lock");
         map.retain(|_, c| {
-            let watched = !c.subscribers.lock().expect("subscribers lock").is_empty();
+            let watched = !c.subscribers.lock().expect("subscribers lock").is_empty()
+                || !c.staff.lock().expect("staff lock").is_empty();
             watched || now_ms - c.touched.load(Ordering::Relaxed) < idle_ms
         });
         map.len()
@@ -528,6 +592,169 @@ impl Conv {
             .retain(|s| s.id != id);
     }
 
+    /// Adds a console watching every log entry; returns the last `seq` it must read
+    /// from the log itself.
+    pub async fn watch(&self, id: u64, tx: mpsc::Sender<Arc<str>>) -> i64 {
+        let inner = self.inner.lock().await;
+        self.staff
+            .lock()
+            .expect("staff lock")
+            .push(StaffWatcher { id, tx });
+        inner.last_seq
+    }
+
+    pub fn unwatch(&self, id: u64) {
+        self.staff
+            .lock()
+            .expect("staff lock")
+            .retain(|s| s.id != id);
+    }
+
+    /// Sends a frame that is not part of the log (an agent typing) to participants.
+    pub fn signal(&self, frame: String) {
+        let d = Arc::new(Delivery {
+            seq: 0,
+            visible_at: 0,
+            typing_from: None,
+            frame: frame.into(),
+        });
+        self.publish(std::slice::from_ref(&d));
+    }
+
+    /// The frames consoles watching this conversation get for new entries (none when
+    /// nobody watches: this runs for every append).
+    fn staff_frames(&self, after_seq: i64, events: &[NewEvent]) -> Vec<Arc<str>> {
+        if self.staff.lock().expect("staff lock").is_empty() {
+            return Vec::new();
+        }
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                wire::staff_frame(after_seq + 1 + i as i64, &e.kind, e.at, &e.data).into()
+            })
+            .collect()
+    }
+
+    fn publish_staff(&self, frames: Vec<Arc<str>>) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut staff = self.staff.lock().expect("staff lock");
+        staff.retain(|s| frames.iter().all(|f| s.tx.try_send(f.clone()).is_ok()));
+    }
+
+    /// Applies a person's action (see [`Manual`]): `make` sees the conversation as it
+    /// is under its lock and says what to write. Returns the `seq` of the first entry
+    /// written. A retried `client_id` returns the original `seq` and changes nothing.
+    pub async fn manual(
+        &self,
+        app: &App,
+        client_id: Option<&str>,
+        make: impl FnOnce(&Current) -> Result<Manual, ApiError>,
+    ) -> Result<i64, ApiError> {
+        let mut guard = self.inner.lock().await;
+        let inner = &mut *guard;
+        let now = app.clock.now();
+        let now_ms = now.as_millisecond();
+        self.touch(now_ms);
+        let status = inner.status;
+        let last_seq = inner.last_seq;
+        let pace_cursor = inner.pace_cursor;
+        let loaded = self.ensure_loaded(app, inner).await?;
+        if let Some(cid) = client_id
+            && let Some((_, seq)) = loaded.recent.iter().find(|(c, _)| c == cid)
+        {
+            return Ok(*seq);
+        }
+        let handoff = match app.desk.row(&self.id) {
+            Some(row) => Some(row),
+            None => app.store.handoff(&self.id).await?,
+        };
+        let flow = loaded.flow.clone();
+        let manual = make(&Current {
+            status,
+            state: &loaded.state,
+            flow: &flow,
+            handoff,
+            last_seq,
+        })?;
+        let mut entries = manual.entries;
+        let mut state = None;
+        let mut effects = Vec::new();
+        if let Some(input) = manual.input {
+            let turn = flow
+                .flow
+                .handle(&loaded.state, input, now)
+                .map_err(|e| ApiError::internal("engine", e))?;
+            if let [Effect::Rejected { message, .. }] = turn.effects.as_slice() {
+                return Err(ApiError::unprocessable("invalid-input", message.clone()));
+            }
+            entries.extend(
+                turn.effects
+                    .iter()
+                    .map(|e| wire::from_effect(e, app.config.pacing)),
+            );
+            effects = turn.effects;
+            state = Some(turn.state);
+        }
+        if entries.is_empty() {
+            return Ok(last_seq);
+        }
+        let (timers, new_status) = match &state {
+            Some(after) => {
+                let timers = timer_change(&flow, true, after, &effects, loaded.last_input_ms, None);
+                (timers, status_of(&after.awaiting(&flow.flow)))
+            }
+            None => (manual.timers, status),
+        };
+        let logged = entries.len() as i64;
+        let (events, deliveries, cursor) = paced(entries, now_ms, last_seq, pace_cursor, client_id);
+        let snapshot = state.as_ref().unwrap_or(&loaded.state);
+        let staff_frames = self.staff_frames(last_seq, &events);
+        let timer_ids = app
+            .store
+            .append(Append {
+                conversation_id: self.id.clone(),
+                after_seq: last_seq,
+                state: serde_json::to_string(snapshot)
+                    .map_err(|e| ApiError::internal("state", e))?,
+                status: new_status.into(),
+                at: now_ms,
+                create: None,
+                events,
+                timers: timers.clone(),
+                fired_timer: manual.fired_timer,
+                schedule: manual.schedule.clone(),
+                handoff: manual.handoff.clone(),
+            })
+            .await?;
+        scheduled(app, &self.id, timers, manual.schedule, timer_ids);
+        metrics::counter!(names::EVENTS).increment(logged as u64);
+        send_http(app, &self.id, &effects);
+        let loaded = inner.loaded.as_mut().expect("still loaded");
+        let first_seq = last_seq + 1;
+        if let Some(cid) = client_id {
+            if loaded.recent.len() >= RECENT_INPUTS {
+                loaded.recent.pop_front();
+            }
+            loaded.recent.push_back((cid.to_string(), first_seq));
+        }
+        if let Some(after) = state {
+            loaded.open_ask = last_ask(&effects);
+            loaded.state = after;
+        }
+        inner.last_seq = last_seq + logged;
+        inner.pace_cursor = cursor;
+        inner.status = new_status;
+        self.publish(&deliveries);
+        self.publish_staff(staff_frames);
+        if let Some(row) = &manual.handoff {
+            app.desk.put(row);
+        }
+        Ok(first_seq)
+    }
+
     fn publish(&self, deliveries: &[Arc<Delivery>]) {
         if deliveries.is_empty() {
             return;
@@ -618,7 +845,13 @@ impl Conv {
         action: Action,
     ) -> Result<i64, ApiError> {
         let started = std::time::Instant::now();
-        let result = self.apply(app, client_id, action).await;
+        let result = match action {
+            Action::Say { text } if self.summary().await.0 == "human" => {
+                handoff::participant_message(app, self, &text, client_id).await
+            }
+            Action::Rate { score } => handoff::csat(app, self, score, client_id).await,
+            action => self.apply(app, client_id, action).await,
+        };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(names::INPUTS, "result" => outcome).increment(1);
         metrics::histogram!(names::INPUT_SECONDS).record(started.elapsed().as_secs_f64());
@@ -692,6 +925,26 @@ impl Conv {
                     step,
                 )
             }
+            Action::Say { text } => {
+                if let Some(e) = refuse_now(&awaiting) {
+                    return Err(e);
+                }
+                match &awaiting {
+                    Awaiting::Answer { step, .. } => (Input::Text { text }, Some(step.clone())),
+                    _ => {
+                        return Err(ApiError::conflict(
+                            "no-question",
+                            "nothing is being asked now",
+                        ));
+                    }
+                }
+            }
+            Action::Rate { .. } => {
+                return Err(ApiError::conflict(
+                    "no-rating-asked",
+                    "there is nothing to rate",
+                ));
+            }
             Action::System(input) | Action::Timer { input, .. } => (input, None),
         };
         let turn = flow
@@ -718,6 +971,17 @@ impl Conv {
                 .iter()
                 .map(|e| wire::from_effect(e, app.config.pacing)),
         );
+        let request = handoff::requested(
+            app,
+            [&self.id, &self.contact_id, &self.flow_id],
+            &turn.state,
+            &turn.effects,
+            now_ms,
+        );
+        let handoff = request.map(|(row, entry)| {
+            entries.push(entry);
+            row
+        });
         let after_seq = inner.last_seq;
         let logged = entries.len() as i64;
         let (events, deliveries, cursor) =
@@ -736,6 +1000,7 @@ impl Conv {
             notify,
         );
         let status = status_of(&turn.state.awaiting(&flow.flow));
+        let staff_frames = self.staff_frames(after_seq, &events);
         let timer_ids = app
             .store
             .append(Append {
@@ -750,6 +1015,7 @@ impl Conv {
                 timers: timers.clone(),
                 fired_timer,
                 schedule: Vec::new(),
+                handoff: handoff.clone(),
             })
             .await?;
         scheduled(app, &self.id, timers, Vec::new(), timer_ids);
@@ -783,6 +1049,10 @@ impl Conv {
         inner.pace_cursor = cursor;
         inner.status = status;
         self.publish(&deliveries);
+        self.publish_staff(staff_frames);
+        if let Some(row) = &handoff {
+            app.desk.put(row);
+        }
         Ok(input_seq)
     }
 }

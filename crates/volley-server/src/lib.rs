@@ -16,6 +16,7 @@ mod contacts;
 mod conversation;
 mod error;
 mod flows;
+pub mod handoff;
 mod ids;
 mod notify;
 mod outbound;
@@ -59,6 +60,8 @@ pub struct App {
     pub campaigns: campaigns::Cache,
     /// Notification channels (email, webhook) enabled by the configuration.
     pub channels: channels::Channels,
+    /// Open hand-offs and the agents online.
+    pub desk: handoff::Desk,
 }
 
 /// The router: every route of the server. Request bodies are limited per route: flow
@@ -162,6 +165,7 @@ pub async fn start_with_store(
         scheduler: scheduler::Scheduler::default(),
         campaigns: campaigns::Cache::default(),
         channels,
+        desk: handoff::Desk::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -182,6 +186,10 @@ pub async fn start_with_store(
     campaigns::abandon_unfinished(&app)
         .await
         .map_err(|e| e.message)?;
+    app.desk.load(
+        app.store.open_handoffs().await.map_err(|e| e.to_string())?,
+        app.store.agent_queues().await.map_err(|e| e.to_string())?,
+    );
     let new_admin_key = contacts::bootstrap_admin_key(&app)
         .await
         .map_err(|e| e.message)?;
@@ -195,6 +203,7 @@ pub async fn start_with_store(
     let sweeper_app = app.clone();
     let outbound = tokio::spawn(outbound::run(app.clone()));
     let scheduler = tokio::spawn(scheduler::run(app.clone()));
+    let desk = tokio::spawn(handoff::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -213,6 +222,7 @@ pub async fn start_with_store(
         sweeper.abort();
         outbound.abort();
         let _ = scheduler.await;
+        let _ = desk.await;
     });
     Ok(Running {
         addr,

@@ -22,6 +22,7 @@ use volley_store::TimerRow;
 use crate::App;
 use crate::campaigns::{self, SendOutcome};
 use crate::conversation::Action;
+use crate::handoff;
 use crate::notify::{self, Notified};
 use crate::telemetry::names;
 
@@ -300,6 +301,13 @@ async fn fire(app: &App, timer: TimerRow) -> Fired {
         (None, Some(_)) if timer.kind == "notify" => match notify::fire(app, &timer).await {
             Notified::Done => Fired::Done(timer.id),
             Notified::Retry => Fired::Retry(timer),
+        },
+        (None, None) if timer.kind == "snooze" => match handoff::wake(app, &timer).await {
+            Ok(()) => Fired::Done(timer.id),
+            Err(e) => {
+                tracing::warn!(id = timer.id, error = %e.message, "snooze wake-up failed");
+                Fired::Retry(timer)
+            }
         },
         (None, None) if timer.kind == "campaign" => match campaigns::fire(app, &timer).await {
             SendOutcome::Done | SendOutcome::Parked => Fired::Done(timer.id),

@@ -199,6 +199,12 @@ impl Subscription {
     }
 
     fn queue(&mut self, d: Arc<crate::conversation::Delivery>) {
+        // A signal outside the log (seq 0, an agent typing): sent as it comes, after
+        // what is already due.
+        if d.seq == 0 {
+            self.pending.push_back(d);
+            return;
+        }
         if d.seq > self.queued_upto {
             self.queued_upto = d.seq;
             self.pending.push_back(d);

@@ -211,6 +211,10 @@ pub fn from_input(input: &Input, step: Option<&str>, open: Option<&Question>) ->
             action: Some("expire"),
             ..none
         },
+        Input::Close { .. } => InputData {
+            action: Some("close"),
+            ..none
+        },
     };
     Entry {
         kind: "input",
@@ -252,16 +256,46 @@ pub fn visible_body(kind: &str, data: &str) -> Option<String> {
         to_json(&body)
     };
     match kind {
-        "message" | "ask" | "input" | "end" => {
+        // A person's message: their name, not their account id.
+        "message" if data.contains(r#""from":"agent""#) => {
+            Some(private(&["from", "agent", "text", "html"]))
+        }
+        "message" | "ask" | "input" | "end" | "queue" | "csat_request" | "csat" => {
             let members = data.trim().strip_prefix('{')?.trim_start();
             let sep = if members.starts_with('}') { "" } else { "," };
             Some(format!(r#"{{"kind":"{kind}"{sep}{members}"#))
         }
         "wait" => Some(private(&["until"])),
         "handoff" => Some(private(&["queue"])),
+        "assigned" => Some(private(&["agent"])),
         // The request itself (URL, headers) stays private.
         "http" => Some(private(&[])),
         _ => None,
+    }
+}
+
+/// The frame consoles get for a log entry: all of it, private entries included.
+pub fn staff_frame(seq: i64, kind: &str, at: i64, data: &str) -> String {
+    let mut frame = String::with_capacity(data.len() + 80);
+    frame.push_str(r#"{"type":"entry","seq":"#);
+    frame.push_str(&seq.to_string());
+    frame.push_str(r#","at":"#);
+    frame.push_str(&at.to_string());
+    frame.push_str(r#","kind":"#);
+    frame.push_str(&to_json(&kind));
+    frame.push_str(r#","data":"#);
+    frame.push_str(if data.is_empty() { "{}" } else { data });
+    frame.push('}');
+    frame
+}
+
+/// A log entry a person's action writes (already JSON).
+pub fn entry(kind: &'static str, data: &impl Serialize) -> Entry {
+    Entry {
+        kind,
+        data: to_json(data),
+        delay_ms: 0,
+        typing: false,
     }
 }
 

@@ -52,6 +52,16 @@ enum ClientFrame {
         #[serde(default)]
         values: Option<Vec<String>>,
     },
+    /// Free text: to the person handling the conversation, or the open question's answer.
+    Say {
+        id: String,
+        text: String,
+    },
+    /// The CSAT rating after a person resolved the conversation.
+    Rate {
+        id: String,
+        score: i64,
+    },
     Back {
         id: String,
     },
@@ -70,7 +80,9 @@ enum ClientFrame {
     },
 }
 
-const CLIENT_TYPES: &[&str] = &["hello", "answer", "back", "skip", "restart", "ack", "ping"];
+const CLIENT_TYPES: &[&str] = &[
+    "hello", "answer", "say", "rate", "back", "skip", "restart", "ack", "ping",
+];
 
 /// Parses a frame, mapping failures to protocol errors.
 fn parse(text: &str) -> Result<ClientFrame, ApiError> {
@@ -321,6 +333,8 @@ async fn connection(app: Arc<App>, socket: WebSocket) {
                             Err(e) => error_frame(&e, Some(&id)),
                         }
                     }
+                    Ok(ClientFrame::Say { id, text }) => apply(&app, &session, &id, Action::Say { text }).await,
+                    Ok(ClientFrame::Rate { id, score }) => apply(&app, &session, &id, Action::Rate { score }).await,
                     Ok(ClientFrame::Back { id }) => apply(&app, &session, &id, Action::Back).await,
                     Ok(ClientFrame::Skip { id }) => apply(&app, &session, &id, Action::Skip).await,
                 };

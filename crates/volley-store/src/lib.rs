@@ -116,6 +116,48 @@ pub struct Append {
     /// Timers that belong to an owner rather than to the conversation (a recurring
     /// campaign's next send), scheduled in the same transaction.
     pub schedule: Vec<NewTimer>,
+    /// The conversation's hand-off as it stands after this append (inserted or
+    /// replaced in the same transaction).
+    pub handoff: Option<HandoffRow>,
+}
+
+/// The current state of a conversation's latest hand-off to people (its history is
+/// in the log).
+#[derive(Debug, Clone, PartialEq, Default, sqlx::FromRow)]
+pub struct HandoffRow {
+    pub conversation_id: String,
+    pub contact_id: String,
+    pub flow_id: String,
+    pub queue: String,
+    /// 0 low, 1 normal, 2 high, 3 urgent.
+    pub priority: i64,
+    pub reason: Option<String>,
+    /// `queued`, `assigned`, `snoozed` or `resolved`.
+    pub status: String,
+    pub agent_id: Option<String>,
+    pub requested_at: Ms,
+    pub assigned_at: Option<Ms>,
+    pub first_reply_at: Option<Ms>,
+    pub last_message_at: Ms,
+    /// The latest message's text, shortened.
+    pub preview: String,
+    pub snoozed_until: Option<Ms>,
+    pub resolved_at: Option<Ms>,
+    /// Space-separated.
+    pub tags: String,
+    pub csat: Option<i64>,
+    pub updated_at: Ms,
+}
+
+/// A saved reply agents insert by its short code.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CannedRow {
+    pub id: String,
+    pub code: String,
+    pub title: String,
+    pub body: String,
+    pub created_at: Ms,
+    pub updated_at: Ms,
 }
 
 /// A timer to schedule.
@@ -287,6 +329,29 @@ pub trait Store: Send + Sync + 'static {
     async fn owner_timers_histogram(&self, owner: &str, bucket_ms: i64) -> Result<Vec<(Ms, i64)>>;
     /// Conversations started by `origin`.
     async fn conversations_by_origin(&self, origin: &str) -> Result<i64>;
+
+    /// Hand-offs not resolved (the desk loads them at start-up).
+    async fn open_handoffs(&self) -> Result<Vec<HandoffRow>>;
+    async fn handoff(&self, conversation_id: &str) -> Result<Option<HandoffRow>>;
+    /// Resolved hand-offs, most recent first, resolved before `before` (ms).
+    async fn resolved_handoffs(&self, before: Ms, limit: i64) -> Result<Vec<HandoffRow>>;
+    /// A contact's hand-offs, most recent first.
+    async fn contact_handoffs(&self, contact_id: &str, limit: i64) -> Result<Vec<HandoffRow>>;
+    /// A contact's conversations, most recent first.
+    async fn contact_conversations(
+        &self,
+        contact_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ConversationRow>>;
+    async fn canned_responses(&self) -> Result<Vec<CannedRow>>;
+    /// Inserts or replaces (by id) a canned response; `false` when its code is taken
+    /// by another.
+    async fn put_canned(&self, row: CannedRow) -> Result<bool>;
+    async fn delete_canned(&self, id: &str) -> Result<bool>;
+    /// `(user id, queue)` pairs: the queues each agent serves.
+    async fn agent_queues(&self) -> Result<Vec<(String, String)>>;
+    /// Replaces the queues an agent serves (empty: every queue).
+    async fn set_agent_queues(&self, user_id: &str, queues: Vec<String>) -> Result<()>;
 
     /// Waits for pending writes and closes the database.
     async fn close(&self);

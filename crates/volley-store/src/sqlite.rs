@@ -91,6 +91,9 @@ enum Write {
     Upsert(Vec<ContactUpsert>, Ms),
     CreateCampaign(CampaignRow, Vec<NewTimer>),
     ChangeCampaign(String, CampaignChange, Ms),
+    PutCanned(CannedRow),
+    DeleteCanned(String),
+    AgentQueues(String, Vec<String>),
     /// Commit everything queued before this, then stop.
     Shutdown,
 }
@@ -333,7 +336,49 @@ async fn append_all(tx: &mut SqliteConnection, appends: &[&Append]) -> Result<Ve
         }
         q.execute(&mut *tx).await?;
     }
+    let handoffs: Vec<&HandoffRow> = appends.iter().filter_map(|a| a.handoff.as_ref()).collect();
+    for h in handoffs {
+        upsert_handoff(tx, h).await?;
+    }
     fire_and_replace_timers(tx, appends, &numbers).await
+}
+
+const HANDOFF_COLUMNS: &str = "conversation_id, contact_id, flow_id, queue, priority, reason, status, agent_id, requested_at, assigned_at, first_reply_at, last_message_at, preview, snoozed_until, resolved_at, tags, csat, updated_at";
+
+async fn upsert_handoff(tx: &mut SqliteConnection, h: &HandoffRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (conversation_id) DO UPDATE SET contact_id = excluded.contact_id,
+           flow_id = excluded.flow_id, queue = excluded.queue, priority = excluded.priority,
+           reason = excluded.reason, status = excluded.status, agent_id = excluded.agent_id,
+           requested_at = excluded.requested_at, assigned_at = excluded.assigned_at,
+           first_reply_at = excluded.first_reply_at, last_message_at = excluded.last_message_at,
+           preview = excluded.preview, snoozed_until = excluded.snoozed_until,
+           resolved_at = excluded.resolved_at, tags = excluded.tags, csat = excluded.csat,
+           updated_at = excluded.updated_at"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(&h.conversation_id)
+        .bind(&h.contact_id)
+        .bind(&h.flow_id)
+        .bind(&h.queue)
+        .bind(h.priority)
+        .bind(&h.reason)
+        .bind(&h.status)
+        .bind(&h.agent_id)
+        .bind(h.requested_at)
+        .bind(h.assigned_at)
+        .bind(h.first_reply_at)
+        .bind(h.last_message_at)
+        .bind(&h.preview)
+        .bind(h.snoozed_until)
+        .bind(h.resolved_at)
+        .bind(&h.tags)
+        .bind(h.csat)
+        .bind(h.updated_at)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// Deletes the timers the appends are firings of (each must still be pending), then
@@ -681,6 +726,52 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             Ok(Output::Done)
         }
         Write::Shutdown => Ok(Output::Done),
+        Write::PutCanned(c) => {
+            let taken: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM canned_responses WHERE code = ? AND id <> ?")
+                    .bind(&c.code)
+                    .bind(&c.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if taken.is_some() {
+                return Ok(Output::Deleted(false));
+            }
+            sqlx::query(
+                "INSERT INTO canned_responses (id, code, title, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET code = excluded.code, title = excluded.title,
+                   body = excluded.body, updated_at = excluded.updated_at",
+            )
+            .bind(&c.id)
+            .bind(&c.code)
+            .bind(&c.title)
+            .bind(&c.body)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Deleted(true))
+        }
+        Write::DeleteCanned(id) => {
+            let done = sqlx::query("DELETE FROM canned_responses WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Deleted(done.rows_affected() > 0))
+        }
+        Write::AgentQueues(user, queues) => {
+            sqlx::query("DELETE FROM agent_queues WHERE user_id = ?")
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+            for q in queues {
+                sqlx::query("INSERT INTO agent_queues (user_id, queue) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    .bind(user)
+                    .bind(q)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Output::Done)
+        }
         Write::ApiKey {
             id,
             hash,
@@ -1138,6 +1229,99 @@ impl Store for SqliteStore {
             .fetch_one(&self.read)
             .await?;
         Ok(row.0)
+    }
+
+    async fn open_handoffs(&self) -> Result<Vec<HandoffRow>> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE status <> 'resolved' ORDER BY requested_at"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn handoff(&self, conversation_id: &str) -> Result<Option<HandoffRow>> {
+        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE conversation_id = ?");
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(conversation_id)
+            .fetch_optional(&self.read)
+            .await?)
+    }
+
+    async fn resolved_handoffs(&self, before: Ms, limit: i64) -> Result<Vec<HandoffRow>> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE status = 'resolved' AND last_message_at < ?
+             ORDER BY last_message_at DESC LIMIT ?"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn contact_handoffs(&self, contact_id: &str, limit: i64) -> Result<Vec<HandoffRow>> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE contact_id = ? ORDER BY requested_at DESC LIMIT ?"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(contact_id)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn contact_conversations(
+        &self,
+        contact_id: &str,
+        limit: i64,
+    ) -> Result<Vec<ConversationRow>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE contact_id = ?
+             ORDER BY created_at DESC LIMIT ?"
+        );
+        let rows: Vec<ConversationTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(contact_id)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(conversation_row).collect())
+    }
+
+    async fn canned_responses(&self) -> Result<Vec<CannedRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, code, title, body, created_at, updated_at FROM canned_responses ORDER BY code",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn put_canned(&self, row: CannedRow) -> Result<bool> {
+        match self.submit(Write::PutCanned(row)).await? {
+            Output::Deleted(ok) => Ok(ok),
+            _ => unreachable!("a canned response write answers whether it applied"),
+        }
+    }
+
+    async fn delete_canned(&self, id: &str) -> Result<bool> {
+        match self.submit(Write::DeleteCanned(id.into())).await? {
+            Output::Deleted(ok) => Ok(ok),
+            _ => unreachable!("a delete answers whether it applied"),
+        }
+    }
+
+    async fn agent_queues(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT user_id, queue FROM agent_queues ORDER BY user_id, queue")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    async fn set_agent_queues(&self, user_id: &str, queues: Vec<String>) -> Result<()> {
+        self.submit(Write::AgentQueues(user_id.into(), queues))
+            .await
+            .map(|_| ())
     }
 
     async fn close(&self) {
