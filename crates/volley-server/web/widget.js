@@ -41,6 +41,8 @@
  *   --volley-muted         secondary text (#4b5563)
  *   --volley-bot-bubble    assistant bubble background (#f1f3f6)
  *   --volley-bot-text      assistant bubble text (= --volley-text)
+ *   --volley-agent-bubble  a person's bubble after a hand-off (#e6f4ea)
+ *   --volley-agent-text    a person's bubble text (= --volley-text)
  *   --volley-user-bubble   participant bubble background (= --volley-accent)
  *   --volley-user-text     participant bubble text (= --volley-accent-text)
  *   --volley-radius        corner radius of panel and bubbles (16px)
@@ -86,6 +88,8 @@
     '--bot-text:var(--volley-bot-text,var(--volley-text,#1f2937));',
     '--user:var(--volley-user-bubble,var(--volley-accent,#1d4ed8));',
     '--user-text:var(--volley-user-text,var(--volley-accent-text,#fff));',
+    '--agent:var(--volley-agent-bubble,#e6f4ea);',
+    '--agent-text:var(--volley-agent-text,var(--volley-text,#1f2937));',
     '--radius:var(--volley-radius,16px);',
     '--font:var(--volley-font,system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans",sans-serif,"Apple Color Emoji","Segoe UI Emoji","Noto Color Emoji");',
     '--width:var(--volley-width,380px);',
@@ -189,6 +193,17 @@
     '.linkbtn:hover{background:var(--tint)}',
     '.linkbtn svg{flex:none;width:15px;height:15px}',
     '.note{align-self:center;max-width:92%;margin:6px 0;padding:4px 12px;border-radius:999px;font-size:12.5px;color:var(--muted);background:var(--tint);text-align:center}',
+    /* a person from the team (after a hand-off) */
+    '.agent .bubble{max-width:86%;background:var(--agent);color:var(--agent-text);border:1px solid #a7d7b5;border-bottom-left-radius:6px}',
+    '.row.user+.row.agent{margin-top:6px}',
+    '.who{font-size:12px;font-weight:650;color:var(--muted);margin:0 4px 3px}',
+    '.agent.typing .who{margin:3px 4px 0}',
+    '.csat{align-self:stretch;margin:6px 0;padding:12px;border:1px solid var(--line);border-radius:12px;background:var(--bg)}',
+    '.csat .q{font-weight:600;margin:0 0 10px}',
+    '.csat .scale{justify-content:flex-start}',
+    '.csat .legend{margin-top:6px;max-width:252px}',
+    '.csat .num[aria-pressed=true]{background:var(--accent);color:var(--accent-text)}',
+    '.csat .thanks{margin:0;color:var(--text)}',
     '.typing .bubble{display:inline-flex;gap:5px;align-items:center;padding:13px 15px}',
     '.typing .dot{width:7px;height:7px;border-radius:50%;background:var(--muted);opacity:.35;animation:vblink 1.2s infinite ease-in-out}',
     '.typing .dot:nth-child(2){animation-delay:.16s}.typing .dot:nth-child(3){animation-delay:.32s}',
@@ -441,6 +456,8 @@
     this.answeredAsk = null;     // seq of the ask answered locally (input in flight)
     this.ended = false;
     this.status = null;
+    this.agentName = null;       // the person who has the conversation (after a hand-off)
+    this.csat = null;            // the open rating prompt: {row, seq, scale, score, done}
     this.replaying = false;
     this.isOpen = this.mode === 'inline';
     this.unread = 0;
@@ -584,6 +601,18 @@
     this.typingText = el('span', 'sr');
     this.typingRow.appendChild(this.typingText);
     this.typingRow.hidden = true;
+    // A person typing (after a hand-off): their name is shown, not only announced.
+    this.agentTypingRow = el('div', 'row bot agent typing');
+    var ab = el('div', 'bubble');
+    ab.setAttribute('aria-hidden', 'true');
+    ab.appendChild(el('span', 'dot'));
+    ab.appendChild(el('span', 'dot'));
+    ab.appendChild(el('span', 'dot'));
+    this.agentTypingRow.appendChild(ab);
+    this.agentTypingText = el('div', 'who');
+    this.agentTypingRow.appendChild(this.agentTypingText);
+    this.agentTypingRow.hidden = true;
+    log.appendChild(this.agentTypingRow);
     log.appendChild(this.typingRow);
     this.card = el('div', 'card');
     this.card.hidden = true;
@@ -677,8 +706,10 @@
     var name = known || 'Chat';
     this.nameEl.textContent = name;
     this.avatar.textContent = (Array.from((this.assistant.name || name).trim())[0] || '?').toUpperCase();
-    this.labelEl.textContent = this.assistant.label || 'Automated assistant';
-    var label = name + ' (' + (this.assistant.label || 'Automated assistant') + ')';
+    // Honest labelling: while a person has the conversation, the header says so.
+    var who = this.withPerson() && this.agentName ? 'Person: ' + this.agentName : (this.assistant.label || 'Automated assistant');
+    this.labelEl.textContent = who;
+    var label = name + ' (' + who + ')';
     this.panel.setAttribute('aria-label', label);
     if (this.launcher) {
       var unread = this.unread ? ', ' + this.unread + ' new message' + (this.unread > 1 ? 's' : '') : '';
@@ -778,6 +809,7 @@
     clearInterval(this.timers.retry);
     clearTimeout(this.timers.pong);
     this.showTyping(false);
+    this.showAgentTyping(false);
     if (!wasReady) this.failures++;
     if (!this.wanted()) { this.updateConn(); return; }
     if (immediately) { this.failures = 0; this.timers.reconnect = setTimeout(this.connect.bind(this), 0); this.updateConn(); return; }
@@ -839,7 +871,8 @@
       case 'welcome': this.onWelcome(m); break;
       case 'event': this.onEvent(m); break;
       case 'typing':
-        if (m.on) { this.endReplay(); this.showTyping(true); } else this.showTyping(false);
+        if (m.from === 'agent') this.showAgentTyping(!!m.on, m.agent);
+        else if (m.on) { this.endReplay(); this.showTyping(true); } else this.showTyping(false);
         break;
       case 'ack': this.onAck(m); break;
       case 'error': this.onError(m); break;
@@ -881,7 +914,7 @@
       label: a.label || 'Automated assistant'
     };
     this.updateHeader();
-    this.status = m.status || 'active';
+    this.setStatus(m.status || 'active');
     if (this.status === 'ended' && !this.openAsk) this.ended = true;
     var serverLast = typeof m.last_seq === 'number' ? m.last_seq : 0;
     this.welcomeLastSeq = serverLast;
@@ -948,13 +981,21 @@
     var live = !this.replaying;
     switch (ev.kind) {
       case 'message':
-        this.showTyping(false);
+        if (ev.from === 'agent') {
+          this.showAgentTyping(false);
+          this.setStatus('human');
+          if (ev.agent) this.setAgent(String(ev.agent));
+        } else {
+          this.showTyping(false);
+          this.handedBack();
+        }
         this.renderMessage(ev, seq, live);
         break;
       case 'ask':
         this.openAsk = Object.assign({}, ev, { seq: seq });
         if (ev.step) this.asks[ev.step] = this.openAsk;
         this.ended = false;
+        this.handedBack();
         this.setProgress(ev.progress);
         break;
       case 'input':
@@ -966,20 +1007,44 @@
         this.showTyping(false);
         this.addNote('A person from the team will continue this conversation here.', live);
         this.openAsk = null;
+        this.setAgent(null);
+        this.setStatus('human');
+        break;
+      case 'queue':
+        // Where the participant stands, in the server's words (position, expected
+        // wait, or when a closed team will reply).
+        this.setStatus('human');
+        this.addNote(ev.text ? String(ev.text) : 'A person will reply here as soon as someone is available.', live);
+        break;
+      case 'assigned':
+        this.setStatus('human');
+        this.setAgent(ev.agent ? String(ev.agent) : null);
+        this.addNote((ev.agent ? String(ev.agent) : 'A person from the team') + ' joined the conversation', live);
+        break;
+      case 'csat_request':
+        this.showAgentTyping(false);
+        this.renderCsat(ev, seq, live);
+        break;
+      case 'csat':
+        this.csatDone(ev.score);
         break;
       case 'http':
         // The assistant is looking something up: it is "typing" until the next event.
         this.openAsk = null;
+        this.handedBack();
         if (live) this.showTyping(true);
         break;
       case 'wait':
         this.showTyping(false);
+        this.handedBack();
         this.addNote(this.waitText(ev.until), live);
         break;
       case 'end':
         this.showTyping(false);
+        this.showAgentTyping(false);
         this.openAsk = null;
         this.ended = true;
+        this.setStatus('ended');
         this.setProgress(1);
         this.addNote('This conversation has ended.', live);
         break;
@@ -1032,6 +1097,22 @@
         this.restoreDraft = p.draft || null;
       }
       if (p.kind === 'restart') this.restartBtn.disabled = false;
+      if (p.kind === 'say' && p.draft && this.field && this.fieldHuman && !this.field.value) {
+        this.field.value = p.draft.text; // give the refused message back to edit
+      }
+      if (p.kind === 'rate' && this.csat) {
+        var c = this.csat;
+        if (code === 'rated' || code === 'no-rating-asked') {
+          // Rated already (another tab), or nothing to rate any more: no error to show.
+          c.done = true;
+          c.closed = code === 'no-rating-asked';
+          c.score = null; // a rating made elsewhere arrives as its own `csat` event
+          this.renderCsatBody(c);
+          return;
+        }
+        c.score = null; // offer the buttons again
+        this.renderCsatBody(c);
+      }
     }
     if (PERMANENT_ERRORS[code] && !this.ready) {
       this.fatal = code;
@@ -1111,7 +1192,7 @@
   };
 
   W.resetView = function () {
-    var keep = [this.typingRow, this.card];
+    var keep = [this.agentTypingRow, this.typingRow, this.card];
     var kids = Array.prototype.slice.call(this.log.children);
     for (var i = 0; i < kids.length; i++) if (keep.indexOf(kids[i]) < 0) kids[i].remove();
     var self = this;
@@ -1124,11 +1205,14 @@
     this.openAsk = null;
     this.answeredAsk = null;
     this.ended = false;
+    this.csat = null;
+    this.agentName = null;
     this.shownConversation = null;
     this.progress.hidden = true;
     this.progressBar.style.width = '0';
     this.hideAlert();
     this.showTyping(false);
+    this.showAgentTyping(false);
     this.renderControls(true);
   };
 
@@ -1157,7 +1241,7 @@
   W.append = function (row, live) {
     var stick = this.nearBottom() || this.replaying;
     if (live) row.classList.add('enter');
-    this.log.insertBefore(row, this.typingRow);
+    this.log.insertBefore(row, this.agentTypingRow);
     if (stick) this.log.scrollTop = this.log.scrollHeight;
   };
 
@@ -1172,8 +1256,11 @@
 
   W.renderMessage = function (ev, seq, live) {
     var self = this;
-    var row = el('div', 'row bot' + (ev.invalid ? ' invalid' : ''));
+    // A person's message (after a hand-off): labelled with their name, never as automated.
+    var agent = ev.from === 'agent' ? String(ev.agent || 'A person from the team') : null;
+    var row = el('div', agent ? 'row agent' : 'row bot' + (ev.invalid ? ' invalid' : ''));
     row.setAttribute('data-seq', String(seq));
+    if (agent) row.appendChild(el('div', 'who', agent));
     var bubble = el('div', 'bubble');
     var content = bubble;
     if (ev.invalid) {
@@ -1248,7 +1335,8 @@
     this.append(row, live);
     if (live) {
       var said = (body ? body.textContent : '') || (ev.alt ? String(ev.alt) : '');
-      if (said) this.announce((ev.invalid ? '' : (this.assistant.name ? this.assistant.name + ': ' : '')) + said.trim().slice(0, 600));
+      var speaker = agent || (ev.invalid ? '' : this.assistant.name);
+      if (said) this.announce((speaker ? speaker + ': ' : '') + said.trim().slice(0, 600));
       if (!this.isOpen) { this.unread++; this.updateBadge(); }
     }
   };
@@ -1312,7 +1400,9 @@
       var self = this;
       this.pending.forEach(function (p) {
         if (row || !p.bubble || p.kind === 'restart') return;
-        var same = ev.action ? p.kind === ev.action : (p.kind === 'answer' && p.step === ev.step);
+        var same = ev.action ? p.kind === ev.action
+          : ev.to === 'human' ? p.kind === 'say'
+          : (p.kind === 'answer' && p.step === ev.step);
         if (same) { row = p.bubble; p.bubble = null; self.markSent(row); }
       });
     }
@@ -1338,6 +1428,118 @@
     var was = !this.typingRow.hidden;
     this.typingRow.hidden = !on;
     if (on && !was && this.nearBottom()) this.log.scrollTop = this.log.scrollHeight;
+  };
+
+  /** A person may be written to now (the conversation is handed off and not over). */
+  W.withPerson = function () {
+    return this.status === 'human' && !this.ended && !this.fatal;
+  };
+
+  W.setStatus = function (status) {
+    if (status === this.status) return;
+    this.status = status;
+    if (status !== 'human') this.showAgentTyping(false);
+    this.updateHeader();
+  };
+
+  W.setAgent = function (name) {
+    this.agentName = name;
+    this.updateHeader();
+  };
+
+  /** The assistant speaks again: a person handed the conversation back to the flow. */
+  W.handedBack = function () {
+    if (this.status === 'human') this.setStatus('active');
+  };
+
+  /** "Ann is typing…" while a person types; it goes after 6 s without a refresh. */
+  W.showAgentTyping = function (on, name) {
+    var self = this;
+    clearTimeout(this.timers.agentTyping);
+    var row = this.agentTypingRow;
+    if (!row) return;
+    if (!on) { row.hidden = true; return; }
+    var who = name ? String(name) : (this.agentName || 'A person from the team');
+    this.agentTypingText.textContent = who + ' is typing…';
+    var stick = row.hidden && this.nearBottom();
+    row.hidden = false;
+    if (stick) this.log.scrollTop = this.log.scrollHeight;
+    this.timers.agentTyping = setTimeout(function () { self.showAgentTyping(false); }, 6000);
+  };
+
+  var CSAT_WORDS = ['very poor', 'poor', 'okay', 'good', 'excellent'];
+
+  /** The rating question after a person resolved the conversation (also after `end`). */
+  W.renderCsat = function (ev, seq, live) {
+    if (this.csat && !this.csat.done) { this.csat.done = true; this.csat.closed = true; this.renderCsatBody(this.csat); }
+    var scale = Math.max(2, Math.min(10, typeof ev.scale === 'number' ? Math.round(ev.scale) : 5));
+    var row = el('div', 'csat');
+    row.setAttribute('data-seq', String(seq));
+    row.tabIndex = -1;
+    var c = this.csat = {
+      row: row, seq: seq, scale: scale, score: null, done: false, closed: false,
+      question: ev.question ? String(ev.question) : 'How would you rate the help you received?'
+    };
+    this.renderCsatBody(c);
+    this.append(row, live);
+    if (live) this.announce(c.question + ' Choose from 1 to ' + scale + '.');
+  };
+
+  W.renderCsatBody = function (c) {
+    var self = this;
+    var row = c.row;
+    var hadFocus = !!this.shadow.activeElement && row.contains(this.shadow.activeElement);
+    while (row.firstChild) row.removeChild(row.firstChild);
+    if (c.done || c.score != null) {
+      var text = c.closed && c.score == null ? 'This rating is closed.'
+        : 'Thank you for your rating' + (c.score != null ? ' (' + c.score + ' out of ' + c.scale + ')' : '') + '.';
+      row.appendChild(el('p', 'thanks', text));
+      // Keyboard users stay where they were.
+      if (hadFocus) row.focus({ preventScroll: true });
+      return;
+    }
+    var q = el('p', 'q', c.question);
+    q.id = this.uid + '-csat-' + c.seq;
+    row.appendChild(q);
+    var group = el('div', 'scale');
+    group.setAttribute('role', 'group');
+    group.setAttribute('aria-labelledby', q.id);
+    for (var n = 1; n <= c.scale; n++) {
+      (function (n) {
+        var b = el('button', 'num', String(n));
+        b.type = 'button';
+        var words = c.scale === 5 ? n + ' – ' + CSAT_WORDS[n - 1] : n + ' out of ' + c.scale;
+        b.setAttribute('aria-label', words);
+        b.title = words;
+        b.addEventListener('click', function () { self.sendRate(n); });
+        group.appendChild(b);
+      })(n);
+    }
+    row.appendChild(group);
+    var legend = el('div', 'legend');
+    legend.setAttribute('aria-hidden', 'true');
+    legend.appendChild(el('span', null, c.scale === 5 ? '1 · Very poor' : '1 · Lowest'));
+    legend.appendChild(el('span', null, c.scale === 5 ? '5 · Excellent' : c.scale + ' · Highest'));
+    row.appendChild(legend);
+  };
+
+  /** Sends the rating; the thank-you shows at once (the `csat` event confirms it). */
+  W.sendRate = function (score) {
+    var c = this.csat;
+    if (!c || c.done || c.score != null) return;
+    c.score = score;
+    this.sendInput('rate', { score: score }, null);
+    this.renderCsatBody(c);
+    this.announce('Thank you for your rating.');
+  };
+
+  /** The rating is recorded (a `csat` event, from this tab or another). */
+  W.csatDone = function (score) {
+    var c = this.csat;
+    if (!c) return;
+    c.done = true;
+    if (typeof score === 'number') c.score = score;
+    this.renderCsatBody(c);
   };
 
   W.setProgress = function (p) {
@@ -1389,7 +1591,8 @@
   W.renderControls = function (force) {
     if (!this.card) return;
     var ask = this.currentAsk();
-    var key = [ask ? ask.seq : '-', this.ended ? 'end' : '', this.fatal || '', this.replaying ? 'r' : ''].join('|');
+    var human = !ask && this.withPerson(); // the composer writes to a person
+    var key = [ask ? ask.seq : '-', this.ended ? 'end' : '', this.fatal || '', this.replaying ? 'r' : '', human ? 'h' : ''].join('|');
     if (!force && key === this.controlsKey) return;
     var hadFocus = this.focusInside();
     this.controlsKey = key;
@@ -1413,13 +1616,25 @@
     // Focus the new question when the participant is using the widget.
     var wantFocus = !this.replaying && this.isOpen &&
       (hadFocus || this.focusLost() || (this.opts.autofocus && !this.autofocused));
-    if (ended && wantFocus) { this.restartBtn.focus(); return; }
-    if (ask && wantFocus) {
+    if (ended && wantFocus) {
+      // A rating still to give comes first (it is in the log, above "Start again").
+      var rate = this.csatButton();
+      if (rate && rate.parentNode.contains(this.shadow.activeElement)) return;
+      (rate || this.restartBtn).focus();
+      return;
+    }
+    if ((ask || human) && wantFocus) {
       this.autofocused = true;
       var first = !card.hidden ? card.querySelector('button:not(:disabled),input:not(:disabled)') : null;
       (first || this.field).focus({ preventScroll: true });
       this.log.scrollTop = this.log.scrollHeight;
     }
+  };
+
+  /** The first button of a rating not yet given, if any. */
+  W.csatButton = function () {
+    var c = this.csat;
+    return c && !c.done && c.score == null ? c.row.querySelector('button') : null;
   };
 
   /** The participant was in the widget and the focused control went away with it. */
@@ -1437,7 +1652,10 @@
   W.buildField = function (ask) {
     var self = this;
     var type = ask ? ask.input : null;
-    var multiline = type === 'text';
+    var human = !ask && this.withPerson();
+    // What was typed to a person survives the field being rebuilt.
+    var keepText = human && this.fieldHuman && this.field ? this.field.value : '';
+    var multiline = type === 'text' || human;
     var f = multiline ? el('textarea', 'input') : el('input', 'input');
     if (multiline) f.rows = 1;
     else f.type = { email: 'email', phone: 'tel', url: 'url' }[type] || 'text';
@@ -1446,8 +1664,10 @@
     if (type === 'number') f.inputMode = ask.integer && !(typeof ask.min === 'number' && ask.min < 0) ? 'numeric' : 'decimal';
     if (type === 'email' || type === 'url' || type === 'phone') { f.spellcheck = false; f.setAttribute('autocapitalize', 'off'); }
     var ph;
-    if (!ask) {
-      ph = this.fatal ? 'Chat unavailable' : this.status === 'human' ? 'A person will reply here' : 'Waiting for the assistant…';
+    if (human) {
+      ph = 'Write to the team…';
+    } else if (!ask) {
+      ph = this.fatal ? 'Chat unavailable' : 'Waiting for the assistant…';
       f.disabled = true;
     } else if (ask.placeholder) {
       ph = String(ask.placeholder);
@@ -1458,7 +1678,8 @@
       }[type] || 'Or type your answer…';
     }
     f.placeholder = ph;
-    f.setAttribute('aria-label', !ask ? 'Message (not available yet)' : TEXT_TYPES[type] ? 'Your answer' : 'Or type your answer');
+    f.setAttribute('aria-label', human ? 'Message to the team' : !ask ? 'Message (not available yet)' : TEXT_TYPES[type] ? 'Your answer' : 'Or type your answer');
+    if (keepText) f.value = keepText;
     if (ask && this.restoreDraft && this.restoreDraft.askSeq === ask.seq) {
       f.value = this.restoreDraft.text;
     }
@@ -1474,6 +1695,7 @@
     this.fieldWrap.appendChild(f);
     this.field = f;
     this.fieldAsk = ask;
+    this.fieldHuman = human;
     this.autogrow();
     this.validateField();
   };
@@ -1546,17 +1768,36 @@
     return r;
   };
 
+  /** A message to a person: anything not empty, up to the typed-answer limit. */
+  W.checkSay = function (raw) {
+    var v = raw.trim();
+    if (utf8Length(v) > 8000) return { ok: false, hint: 'That is too long to send.', warn: true };
+    return { ok: v.length > 0, hint: '', warn: false };
+  };
+
   W.validateField = function () {
     var ask = this.fieldAsk;
-    var res = this.checkText(ask, this.field ? this.field.value : '');
-    this.sendBtn.disabled = !ask || !res.ok;
-    this.hintEl.textContent = ask ? res.hint : '';
+    var human = this.fieldHuman;
+    var value = this.field ? this.field.value : '';
+    var res = human ? this.checkSay(value) : this.checkText(ask, value);
+    this.sendBtn.disabled = !(ask || human) || !res.ok;
+    this.hintEl.textContent = ask || human ? res.hint : '';
     this.hintEl.classList.toggle('warn', !!res.warn);
     return res;
   };
 
   W.submitComposer = function () {
     var ask = this.currentAsk();
+    if (!ask && this.fieldHuman && this.field && this.withPerson()) {
+      if (!this.validateField().ok) return;
+      var said = this.field.value.trim();
+      // The field stays (the person may get several messages): empty it first.
+      this.field.value = '';
+      this.autogrow();
+      this.validateField();
+      this.sendSay(said);
+      return;
+    }
     if (!ask || !this.field) return;
     var res = this.validateField();
     if (!res.ok) return;
@@ -1804,12 +2045,14 @@
 
   // ── sending inputs ──
   W.sendInput = function (kind, fields, label, draft) {
-    var ask = this.openAsk;
+    // A message to a person or a rating answers no question.
+    var ask = kind === 'say' || kind === 'rate' ? null : this.openAsk;
     var id = uuid();
     var frame = Object.assign({ type: kind, id: id }, fields);
     var p = { id: id, frame: frame, kind: kind, step: fields.step || (ask && ask.step) || null, bubble: null, askSeq: null, draft: null, conversation: this.shownConversation, sentAt: Date.now() };
-    if (kind !== 'restart') {
-      var row = this.userRow(label, kind !== 'answer', fields.step);
+    if (kind === 'say' && draft != null) p.draft = { askSeq: null, text: draft };
+    if (kind !== 'restart' && kind !== 'rate') {
+      var row = this.userRow(label, kind !== 'answer' && kind !== 'say', fields.step);
       row.classList.add('sending');
       var meta = el('div', 'meta', 'Sending…');
       row.appendChild(meta);
@@ -1838,6 +2081,12 @@
     var fields = { step: ask.step };
     if (payload.values) fields.values = payload.values; else fields.text = payload.text;
     this.sendInput('answer', fields, label, draft);
+  };
+
+  /** Free text to the person who has the conversation. */
+  W.sendSay = function (text) {
+    if (!this.withPerson() || this.currentAsk()) return;
+    this.sendInput('say', { text: text }, text, text);
   };
 
   W.sendBack = function () {
@@ -1879,7 +2128,7 @@
       var ask = self.currentAsk();
       var target = null;
       if (ask && !self.card.hidden) target = self.card.querySelector('button:not(:disabled),input:not(:disabled)');
-      if (!target && ask && self.field && !self.field.disabled) target = self.field;
+      if (!target && (ask || self.withPerson()) && self.field && !self.field.disabled) target = self.field;
       if (!target && !self.restartBtn.hidden) target = self.restartBtn;
       (target || self.log).focus({ preventScroll: true });
       self.scrollToEnd(true);
