@@ -201,7 +201,7 @@
     '.csat{align-self:stretch;margin:6px 0;padding:12px;border:1px solid var(--line);border-radius:12px;background:var(--bg)}',
     '.csat .q{font-weight:600;margin:0 0 10px}',
     '.csat .scale{justify-content:flex-start}',
-    '.csat .legend{margin-top:6px;max-width:252px}',
+    '.csat .legend{margin-top:6px;max-width:234px}',
     '.csat .num[aria-pressed=true]{background:var(--accent);color:var(--accent-text)}',
     '.csat .thanks{margin:0;color:var(--text)}',
     '.typing .bubble{display:inline-flex;gap:5px;align-items:center;padding:13px 15px}',

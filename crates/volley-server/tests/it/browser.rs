@@ -651,3 +651,212 @@ async fn bubble_launchers_are_named_and_restack_when_one_is_destroyed() {
     b.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_talks_to_a_person_and_rates_the_help() {
+    use volley_server::handoff::{self, Actor, AgentInfo, Desk};
+
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(b) = Browser::launch().await else {
+        return;
+    };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("help.yaml"),
+        "volley: 1\nid: help\ntitle: Help desk\npacing: { off: true }\n\
+         steps:\n  - say: Hi, let me find you a person.\n  - handoff: support\n",
+    )
+    .unwrap();
+    let mut cfg = config(dir.path());
+    cfg.flows = Some(flows);
+    let server = TestServer::start_with(dir, cfg).await;
+    let app = server.running.app.clone();
+    b.client.goto(&server.http("/f/help")).await.unwrap();
+    b.expect_bot("let me find you a person").await;
+
+    // Nobody is online: the participant is told so, not promised a wait.
+    b.wait_for(
+        "the queue notice",
+        "return [...root.querySelectorAll('.note')].some(n => n.innerText.includes('No one is available right now'));",
+        vec![],
+    )
+    .await;
+    let conv = b
+        .wait_for(
+            "the conversation id in localStorage",
+            "const k = Object.keys(localStorage).find(k => k.endsWith(':help'));\
+             return k ? JSON.parse(localStorage.getItem(k)).conversation : null;",
+            vec![],
+        )
+        .await;
+    let conv = conv.as_str().unwrap().to_string();
+
+    // Ann comes online: the waiting conversation is hers.
+    let _online = Desk::connect(
+        &app,
+        AgentInfo {
+            id: "u_ann".into(),
+            name: "Ann".into(),
+            capacity: 3,
+        },
+    );
+    let ann = Actor {
+        id: "u_ann".into(),
+        name: "Ann".into(),
+    };
+    b.wait_for(
+        "Ann joining",
+        "return [...root.querySelectorAll('.note')].some(n => n.innerText.includes('Ann joined the conversation'));",
+        vec![],
+    )
+    .await;
+
+    handoff::typing(&app, &conv, &ann, true).await.unwrap();
+    b.wait_for(
+        "Ann's typing indicator",
+        "const r = root.querySelector('.row.agent.typing');\
+         return r && !r.hidden && r.innerText.includes('Ann is typing') || null;",
+        vec![],
+    )
+    .await;
+    handoff::reply(&app, &conv, &ann, false, "Hello from **Ann**", None)
+        .await
+        .unwrap();
+    // Her bubble: her name, rendered Markdown, nothing calling it automated.
+    let bubble = b
+        .wait_for(
+            "Ann's message",
+            "const r = [...root.querySelectorAll('.row.agent:not(.typing)')]\
+               .find(r => r.innerText.includes('Hello from Ann'));\
+             return r ? [r.querySelector('.who').innerText, r.querySelectorAll('strong').length,\
+                         r.classList.contains('bot'), r.innerText.includes('Automated')] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(bubble, json!(["Ann", 1, false, false]));
+    let typing_hidden = b
+        .js(
+            "return root.querySelector('.row.agent.typing').hidden;",
+            vec![],
+        )
+        .await;
+    assert_eq!(typing_hidden, json!(true), "her message ends her typing");
+    let header = b
+        .js("return root.querySelector('.label').innerText;", vec![])
+        .await;
+    assert_eq!(header, json!("Person: Ann"));
+
+    // The participant writes back in the composer: a `say`, logged for Ann.
+    let placeholder = b
+        .js(
+            "return root.querySelector('.composer .input').placeholder;",
+            vec![],
+        )
+        .await;
+    assert_eq!(placeholder, json!("Write to the team…"));
+    b.type_answer("Thanks Ann, my order is late").await;
+    let started = Instant::now();
+    loop {
+        let events = app.store.events_after(&conv, 0, 100).await.unwrap();
+        let said = events.iter().any(|e| {
+            let data: Value = serde_json::from_str(&e.data).unwrap_or_default();
+            e.kind == "input"
+                && data["text"] == "Thanks Ann, my order is late"
+                && data["to"] == "human"
+        });
+        if said {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the message never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.wait_for(
+        "the message shown once, sent",
+        "const u = [...root.querySelectorAll('.row.user')];\
+         return u.length === 1 && !u[0].classList.contains('sending') && u[0].hasAttribute('data-seq') || null;",
+        vec![],
+    )
+    .await;
+    assert_eq!(b.user_bubbles().await, ["Thanks Ann, my order is late"]);
+
+    // Ann resolves: the participant is asked for a rating, keyboard first.
+    handoff::resolve(&app, &conv, &ann, false, None)
+        .await
+        .unwrap();
+    let labels = b
+        .wait_for(
+            "the rating question",
+            "const r = root.querySelector('.csat');\
+             return r && r.innerText.includes('How would you rate the help you received?')\
+               ? [...r.querySelectorAll('button')].map(x => x.getAttribute('aria-label')) : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        labels,
+        json!([
+            "1 – very poor",
+            "2 – poor",
+            "3 – okay",
+            "4 – good",
+            "5 – excellent"
+        ])
+    );
+    b.wait_for(
+        "the end of the conversation",
+        "return [...root.querySelectorAll('.note')].some(n => n.innerText.includes('This conversation has ended')) || null;",
+        vec![],
+    )
+    .await;
+    b.wait_for(
+        "focus on the rating",
+        "return root.activeElement && root.activeElement.getAttribute('aria-label') === '1 – very poor' || null;",
+        vec![],
+    )
+    .await;
+    b.screenshot("widget-handoff-rating.png").await;
+    let four = b
+        .control(
+            "the rating button 4",
+            "return [...root.querySelectorAll('.csat button')].find(x => x.innerText.trim() === '4');",
+            vec![],
+        )
+        .await;
+    four.click().await.expect("click");
+    b.wait_for(
+        "the thank-you",
+        "const r = root.querySelector('.csat');\
+         return r && r.innerText.includes('Thank you for your rating') && !r.querySelector('button') || null;",
+        vec![],
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let row = app.store.handoff(&conv).await.unwrap().expect("a hand-off");
+        if row.csat.is_some() {
+            assert_eq!(row.csat, Some(4));
+            assert_eq!(row.status, "resolved");
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the rating was never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // After a reload the conversation reads the same, the rating already given.
+    b.client.refresh().await.unwrap();
+    b.wait_for(
+        "the thank-you after a reload",
+        "const r = root && root.querySelector('.csat');\
+         return r && r.innerText.includes('Thank you for your rating (4 out of 5)') || null;",
+        vec![],
+    )
+    .await;
+    assert_eq!(b.user_bubbles().await, ["Thanks Ann, my order is late"]);
+    b.screenshot("widget-handoff-csat.png").await;
+    b.close().await;
+    server.stop().await;
+}
