@@ -4,6 +4,7 @@ mod abuse;
 mod browser;
 mod campaigns;
 mod channels;
+mod handoff;
 mod http;
 mod outbound;
 mod scheduling;
