@@ -76,10 +76,16 @@ idle() {
   kill $pid; wait $pid 2>/dev/null || true
 }
 
+timers() {
+  # 1,000,000 contacts × 5 campaigns = 5,000,000 pending timers (see docs/BENCHMARKS.md).
+  $LOAD timers --volley "$VOLLEY" --backlog "${VOLLEY_BACKLOG:-200000}"
+}
+
 case "${1:-all}" in
   startup) startup ;;
   throughput) throughput ;;
   idle) idle ;;
-  all) startup; throughput; idle ;;
-  *) echo "usage: $0 [startup|throughput|idle|all]" >&2; exit 2 ;;
+  timers) timers ;;
+  all) startup; throughput; idle; timers ;;
+  *) echo "usage: $0 [startup|throughput|idle|timers|all]" >&2; exit 2 ;;
 esac
