@@ -202,7 +202,6 @@
     '.csat .q{font-weight:600;margin:0 0 10px}',
     '.csat .scale{justify-content:flex-start}',
     '.csat .legend{margin-top:6px;max-width:234px}',
-    '.csat .num[aria-pressed=true]{background:var(--accent);color:var(--accent-text)}',
     '.csat .thanks{margin:0;color:var(--text)}',
     '.typing .bubble{display:inline-flex;gap:5px;align-items:center;padding:13px 15px}',
     '.typing .dot{width:7px;height:7px;border-radius:50%;background:var(--muted);opacity:.35;animation:vblink 1.2s infinite ease-in-out}',
@@ -602,7 +601,7 @@
     this.typingRow.appendChild(this.typingText);
     this.typingRow.hidden = true;
     // A person typing (after a hand-off): their name is shown, not only announced.
-    this.agentTypingRow = el('div', 'row bot agent typing');
+    this.agentTypingRow = el('div', 'row agent typing');
     var ab = el('div', 'bubble');
     ab.setAttribute('aria-hidden', 'true');
     ab.appendChild(el('span', 'dot'));
