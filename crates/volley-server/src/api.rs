@@ -244,7 +244,7 @@ fn frame_json(frame: &str) -> serde_json::Value {
     serde_json::from_str(frame).unwrap_or(serde_json::Value::Null)
 }
 
-fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
+pub(crate) fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
