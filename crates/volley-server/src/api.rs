@@ -510,6 +510,9 @@ pub async fn stream(
                 _ = shutdown.wait_for(|stopping| *stopping) => return None,
             };
             let event = match next {
+                // Signals outside the log (seq 0) carry no id: they must not move the
+                // client's Last-Event-ID.
+                Next::Event(d) if d.seq == 0 => Event::default().data(&*d.frame),
                 Next::Event(d) => Event::default().id(d.seq.to_string()).data(&*d.frame),
                 Next::Typing => Event::default().data(r#"{"type":"typing","on":true}"#),
             };

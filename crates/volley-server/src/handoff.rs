@@ -341,7 +341,8 @@ impl Desk {
 
     /// Where a waiting conversation stands: its place in its queue (1 = next) and the
     /// agents available for that queue now.
-    fn standing(&self, queue: &str, row: &HandoffRow) -> (usize, usize) {
+    /// Also: whether any of those agents has room for one more now.
+    fn standing(&self, queue: &str, row: &HandoffRow) -> (usize, usize, bool) {
         let st = self.state.lock().expect("desk lock");
         let ahead = st
             .open
@@ -353,7 +354,10 @@ impl Desk {
                     && waiting_order(r, row).is_lt()
             })
             .count();
-        (ahead + 1, st.taking(queue).count())
+        let room = st
+            .taking(queue)
+            .any(|(id, s)| st.load(id) < s.info.capacity);
+        (ahead + 1, st.taking(queue).count(), room)
     }
 
     /// The expected wait at `position` from recent real waits in the queue: their
@@ -527,7 +531,7 @@ struct Standing {
 
 fn standing_notice(app: &App, row: &HandoffRow, state: &State, now_ms: i64) -> Standing {
     let queue = &row.queue;
-    let (position, agents) = app.desk.standing(queue, row);
+    let (position, agents, room) = app.desk.standing(queue, row);
     let now = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
     let zone = state
         .contact
@@ -580,7 +584,10 @@ fn standing_notice(app: &App, row: &HandoffRow, state: &State, now_ms: i64) -> S
                 let unit = if minutes == 1 { "minute" } else { "minutes" };
                 format!("{place} Expected wait: about {minutes} {unit}.")
             }
-            None => format!("{place} A person will be with you shortly."),
+            None if room => format!("{place} A person will be with you shortly."),
+            None => format!(
+                "All our agents are busy right now. {place} A person will reply here as soon as one is free."
+            ),
         }
     };
     standing
@@ -1042,6 +1049,15 @@ pub async fn participant_message(
     if text.is_empty() {
         return Err(ApiError::unprocessable("empty", "the message is empty"));
     }
+    if text.len() > volley_flow::MAX_INPUT_BYTES {
+        return Err(ApiError::unprocessable(
+            "too-long",
+            format!(
+                "messages are limited to {} bytes",
+                volley_flow::MAX_INPUT_BYTES
+            ),
+        ));
+    }
     let now_ms = app.clock.now_ms();
     conv.manual(app, client_id, |now| {
         let mut row = open_row(now)?;
@@ -1080,17 +1096,24 @@ pub async fn csat(
         return Err(ApiError::unprocessable("bad-score", "a rating is 1 to 5"));
     }
     let now_ms = app.clock.now_ms();
+    // Asked only when the latest resolve logged a `csat_request` (it ended the
+    // conversation rather than handing it back to the flow). Entries are never
+    // removed, so reading them before taking the conversation's lock is safe.
+    let (_, last_seq, _) = conv.summary().await;
+    let tail = app
+        .store
+        .events_after(&conv.id, (last_seq - 200).max(0), 200)
+        .await?;
+    let asked = tail
+        .iter()
+        .rev()
+        .find(|e| e.kind == "resolved" || e.kind == "csat_request")
+        .is_some_and(|e| e.kind == "csat_request");
     conv.manual(app, client_id, |now| {
-        // Asked only when a person resolved it without handing it back to the flow.
-        let asked = |r: &HandoffRow| {
-            let queue = app.config.handoff.queues.get(&r.queue);
-            r.status == "resolved"
-                && now.status == "ended"
-                && queue
-                    .and_then(|q| q.csat)
-                    .unwrap_or(app.config.handoff.csat)
-        };
-        let row = now.handoff.clone().filter(|r| asked(r));
+        let row = now
+            .handoff
+            .clone()
+            .filter(|r| asked && r.status == "resolved");
         let Some(mut row) = row else {
             return Err(ApiError::conflict(
                 "no-rating-asked",

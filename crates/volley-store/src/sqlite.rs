@@ -65,7 +65,7 @@ pub struct SqliteStore {
 }
 
 enum Write {
-    Append(Append),
+    Append(Box<Append>),
     Publish {
         flow_id: String,
         title: String,
@@ -241,7 +241,7 @@ async fn run_batch(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<Vec<Outp
     for job in jobs {
         match &job.write {
             Write::Append(a) => {
-                appends.push(a);
+                appends.push(&**a);
                 outputs.push(None);
             }
             other => outputs.push(Some(apply(&mut tx, other).await?)),
@@ -587,7 +587,7 @@ fn multi_row(prefix: &str, columns: usize, rows: usize) -> String {
 async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
     match write {
         Write::Append(a) => Ok(Output::Timers(
-            append_all(tx, &[a]).await?.pop().unwrap_or_default(),
+            append_all(tx, &[&**a]).await?.pop().unwrap_or_default(),
         )),
         Write::Schedule(timers) => {
             let rows: Vec<(Option<i64>, &NewTimer)> = timers.iter().map(|t| (None, t)).collect();
@@ -1027,7 +1027,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, append: Append) -> Result<Vec<i64>> {
-        match self.submit(Write::Append(append)).await? {
+        match self.submit(Write::Append(Box::new(append))).await? {
             Output::Timers(ids) => Ok(ids),
             _ => unreachable!("an append answers with its timers"),
         }
