@@ -12,12 +12,26 @@ pub async fn request(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
+    let auth = bearer.map(|key| ("Authorization", format!("Bearer {key}")));
+    let (status, _, body) = call(addr, method, path, auth.as_slice(), body).await?;
+    Ok((status, body))
+}
+
+/// Sends a request with extra headers; returns the status, the response head (for
+/// cookies) and the body.
+pub async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("connect {addr}"))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(key) = bearer {
-        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
@@ -41,7 +55,7 @@ pub async fn request(
     } else {
         rest.to_string()
     };
-    Ok((status, body))
+    Ok((status, head.to_string(), body))
 }
 
 /// Decodes a chunked body.

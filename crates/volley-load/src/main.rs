@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod crash;
+mod handoff;
 mod http;
 mod server;
 mod timers;
@@ -98,6 +99,26 @@ enum Scenario {
         /// Overdue timers at restart in the recovery measurement.
         #[arg(long, default_value_t = 1_000_000)]
         backlog: usize,
+    },
+    /// Hand-off on a real server process: agents signed in with the console open and
+    /// participants handed off at once; agent replies timed until the participant
+    /// receives them; console pages timed with many conversations in the store.
+    Handoff {
+        #[arg(long, default_value = "target/release/volley")]
+        volley: std::path::PathBuf,
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        #[arg(long, default_value_t = 5_000)]
+        participants: usize,
+        /// Agent replies per conversation.
+        #[arg(long, default_value_t = 3)]
+        replies: usize,
+        /// Offered agent replies per second (all agents together).
+        #[arg(long, default_value_t = 1_000.0)]
+        rate: f64,
+        /// Other conversations started first (the store is not empty).
+        #[arg(long, default_value_t = 95_000)]
+        seed: usize,
     },
 }
 
@@ -438,6 +459,24 @@ fn main() -> anyhow::Result<()> {
                     fire_rate,
                     fire_count,
                     backlog,
+                })
+                .await
+            }
+            Scenario::Handoff {
+                volley,
+                agents,
+                participants,
+                replies,
+                rate,
+                seed,
+            } => {
+                handoff::run(handoff::Options {
+                    volley,
+                    agents,
+                    participants,
+                    replies,
+                    rate,
+                    seed,
                 })
                 .await
             }
