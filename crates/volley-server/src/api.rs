@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::App;
+use crate::auth::{Scoped, scope};
 use crate::contacts::{self, Hints, Identity};
 use crate::conversation::{Action, Conv};
 use crate::error::{ApiError, ErrorBody};
@@ -78,14 +79,13 @@ pub struct Published {
         (status = 413, body = ErrorBody),
         (status = 422, description = "The flow has errors (`details.diagnostics`, `details.rendered`)", body = ErrorBody),
     ),
-    security(("admin_key" = []))
+    security(("admin_key" = []), ("console_session" = []))
 )]
 pub async fn publish_flow(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::FlowsWrite>,
     body: String,
 ) -> Api<(StatusCode, Json<Published>)> {
-    contacts::require_admin(&app, &headers).await?;
     let o = app
         .flows
         .publish(app.store.as_ref(), "flow.yaml", &body, app.clock.now_ms())
@@ -130,14 +130,13 @@ pub struct FlowDetail {
     tag = "flows",
     params(("id" = String, Path, description = "Flow id")),
     responses((status = 200, body = FlowDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("admin_key" = []))
+    security(("admin_key" = []), ("console_session" = []))
 )]
 pub async fn flow_detail(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::FlowsWrite>,
     Path(id): Path<String>,
 ) -> Api<Json<FlowDetail>> {
-    contacts::require_admin(&app, &headers).await?;
     let latest = app
         .flows
         .latest(&id)
@@ -244,7 +243,7 @@ fn frame_json(frame: &str) -> serde_json::Value {
     serde_json::from_str(frame).unwrap_or(serde_json::Value::Null)
 }
 
-fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
+pub(crate) fn json_error(e: axum::extract::rejection::JsonRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -540,6 +539,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::audience::import_csv,
         crate::campaigns::create, crate::campaigns::list, crate::campaigns::detail,
         crate::campaigns::pause, crate::campaigns::resume, crate::campaigns::cancel,
+        crate::auth::me, crate::auth::list_users, crate::auth::create_user_api,
+        crate::auth::update_user, crate::auth::user_setup_link,
+        crate::auth::list_keys, crate::auth::create_key, crate::auth::delete_key,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
@@ -548,6 +550,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         (name = "participants", description = "The participant protocol over HTTP"),
         (name = "campaigns", description = "Contacts import and scheduled campaigns"),
         (name = "operations", description = "Health checks"),
+        (name = "accounts", description = "Console users, sessions and API keys (docs/accounts.md)"),
     )
 )]
 pub struct ApiDoc;
@@ -556,7 +559,9 @@ struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         let bearer = |what: &str| {
             SecurityScheme::Http(
@@ -566,7 +571,18 @@ impl utoipa::Modify for Security {
                     .build(),
             )
         };
-        components.add_security_scheme("admin_key", bearer("An admin API key"));
+        components.add_security_scheme(
+            "admin_key",
+            bearer("An API key with the endpoint's scope (`admin` implies all)"),
+        );
+        components.add_security_scheme(
+            "console_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::COOKIE,
+                "A console session (POST /console/login); POST, PATCH and DELETE also need \
+                 its CSRF token in `X-CSRF-Token` (from GET /api/me)",
+            ))),
+        );
         components.add_security_scheme(
             "contact_token",
             bearer("The contact token from `POST /api/conversations`"),

@@ -769,13 +769,12 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             if used.rows_affected() != 1 {
                 return Ok(Output::Deleted(false));
             }
-            let set = sqlx::query(
-                "UPDATE users SET password_hash = ? WHERE id = ? AND disabled = 0",
-            )
-            .bind(password_hash)
-            .bind(&session.user_id)
-            .execute(&mut *tx)
-            .await?;
+            let set =
+                sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND disabled = 0")
+                    .bind(password_hash)
+                    .bind(&session.user_id)
+                    .execute(&mut *tx)
+                    .await?;
             if set.rows_affected() != 1 {
                 // A disabled user: the token is spent all the same.
                 return Ok(Output::Deleted(false));
@@ -873,7 +872,16 @@ async fn delete_user_sessions(tx: &mut SqliteConnection, user_id: &str) -> Resul
 const USER_COLUMNS: &str =
     "u.id, u.email, u.name, u.role, u.password_hash, u.capacity, u.disabled, u.created_at";
 
-type UserTuple = (String, String, String, String, Option<String>, i64, bool, i64);
+type UserTuple = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    bool,
+    i64,
+);
 
 fn user_row(t: UserTuple) -> UserRow {
     UserRow {
@@ -1350,7 +1358,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: UserRow, setup: Option<SetupToken>) -> Result<()> {
-        self.submit(Write::CreateUser(user, setup)).await.map(|_| ())
+        self.submit(Write::CreateUser(user, setup))
+            .await
+            .map(|_| ())
     }
 
     async fn user(&self, id: &str) -> Result<Option<UserRow>> {
@@ -1485,7 +1495,10 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<i64> {
-        match self.submit(Write::DeleteUserSessions(user_id.into())).await? {
+        match self
+            .submit(Write::DeleteUserSessions(user_id.into()))
+            .await?
+        {
             Output::Count(n) => Ok(n),
             _ => unreachable!("a deletion of sessions answers Count"),
         }
