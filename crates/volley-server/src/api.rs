@@ -345,6 +345,8 @@ pub async fn input(
     Path(id): Path<String>,
     body: Result<Json<InputRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Api<Json<Ack>> {
+    // Who is asking comes first: a stranger learns nothing about the body.
+    let conv = owned(&app, &headers, &id).await?;
     let Json(req) = body.map_err(json_error)?;
     if req.id.is_empty() || req.id.len() > 128 {
         return Err(ApiError::bad_request(
@@ -352,7 +354,6 @@ pub async fn input(
             "`id` must be 1 to 128 characters",
         ));
     }
-    let conv = owned(&app, &headers, &id).await?;
     let action = match req.kind.as_str() {
         "answer" => {
             let step = req
