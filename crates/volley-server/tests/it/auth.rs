@@ -744,7 +744,7 @@ impl Access {
             Access::Participant => vec![P::Participant],
             Access::Signed => vec![P::Agent, P::Moderator, P::Admin],
             Access::SignOut => vec![P::None, P::Participant, P::Agent, P::Moderator, P::Admin],
-            Access::Scope(s) if matches!(s, "handoff" | "conversations:write") => {
+            Access::Scope("handoff" | "conversations:write") => {
                 vec![P::Agent, P::Admin, P::KeyWith]
             }
             Access::Scope(_) => vec![P::Admin, P::KeyWith],
