@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::App;
+use crate::auth::{Scoped, scope};
 use crate::contacts::{self, Hints, Identity};
 use crate::conversation::{Action, Conv};
 use crate::error::{ApiError, ErrorBody};
@@ -78,14 +79,13 @@ pub struct Published {
         (status = 413, body = ErrorBody),
         (status = 422, description = "The flow has errors (`details.diagnostics`, `details.rendered`)", body = ErrorBody),
     ),
-    security(("admin_key" = []))
+    security(("admin_key" = []), ("console_session" = []))
 )]
 pub async fn publish_flow(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::FlowsWrite>,
     body: String,
 ) -> Api<(StatusCode, Json<Published>)> {
-    contacts::require_admin(&app, &headers).await?;
     let o = app
         .flows
         .publish(app.store.as_ref(), "flow.yaml", &body, app.clock.now_ms())
@@ -130,14 +130,13 @@ pub struct FlowDetail {
     tag = "flows",
     params(("id" = String, Path, description = "Flow id")),
     responses((status = 200, body = FlowDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("admin_key" = []))
+    security(("admin_key" = []), ("console_session" = []))
 )]
 pub async fn flow_detail(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::FlowsWrite>,
     Path(id): Path<String>,
 ) -> Api<Json<FlowDetail>> {
-    contacts::require_admin(&app, &headers).await?;
     let latest = app
         .flows
         .latest(&id)
@@ -350,6 +349,8 @@ pub async fn input(
     Path(id): Path<String>,
     body: Result<Json<InputRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Api<Json<Ack>> {
+    // Who is asking comes first: a stranger learns nothing about the body.
+    let conv = owned(&app, &headers, &id).await?;
     let Json(req) = body.map_err(json_error)?;
     if req.id.is_empty() || req.id.len() > 128 {
         return Err(ApiError::bad_request(
@@ -357,7 +358,6 @@ pub async fn input(
             "`id` must be 1 to 128 characters",
         ));
     }
-    let conv = owned(&app, &headers, &id).await?;
     let action = match req.kind.as_str() {
         "answer" => {
             let step = req
@@ -559,6 +559,16 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::audience::import_csv,
         crate::campaigns::create, crate::campaigns::list, crate::campaigns::detail,
         crate::campaigns::pause, crate::campaigns::resume, crate::campaigns::cancel,
+        crate::auth::me, crate::auth::list_users, crate::auth::create_user_api,
+        crate::auth::update_user, crate::auth::user_setup_link,
+        crate::auth::list_keys, crate::auth::create_key, crate::auth::delete_key,
+        crate::desk_api::desk, crate::desk_api::desk_stream, crate::desk_api::set_status,
+        crate::desk_api::resolved, crate::desk_api::detail, crate::desk_api::stream,
+        crate::desk_api::pick, crate::desk_api::reply, crate::desk_api::note,
+        crate::desk_api::tags, crate::desk_api::snooze, crate::desk_api::transfer,
+        crate::desk_api::resolve, crate::desk_api::typing, crate::desk_api::list_canned,
+        crate::desk_api::create_canned, crate::desk_api::update_canned,
+        crate::desk_api::delete_canned, crate::desk_api::set_queues,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
@@ -567,6 +577,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         (name = "participants", description = "The participant protocol over HTTP"),
         (name = "campaigns", description = "Contacts import and scheduled campaigns"),
         (name = "operations", description = "Health checks"),
+        (name = "accounts", description = "Console users, sessions and API keys (docs/accounts.md)"),
+        (name = "handoff", description = "The agent desk: hand-offs, replies, canned responses (docs/handoff.md)"),
     )
 )]
 pub struct ApiDoc;
@@ -575,7 +587,9 @@ struct Security;
 
 impl utoipa::Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         let bearer = |what: &str| {
             SecurityScheme::Http(
@@ -585,7 +599,18 @@ impl utoipa::Modify for Security {
                     .build(),
             )
         };
-        components.add_security_scheme("admin_key", bearer("An admin API key"));
+        components.add_security_scheme(
+            "admin_key",
+            bearer("An API key with the endpoint's scope (`admin` implies all)"),
+        );
+        components.add_security_scheme(
+            "console_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::COOKIE,
+                "A console session (POST /console/login); POST, PATCH and DELETE also need \
+                 its CSRF token in `X-CSRF-Token` (from GET /api/me)",
+            ))),
+        );
         components.add_security_scheme(
             "contact_token",
             bearer("The contact token from `POST /api/conversations`"),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -14,7 +14,7 @@ use volley_flow::Contact;
 use volley_store::ContactUpsert;
 
 use crate::App;
-use crate::contacts;
+use crate::auth::{Scoped, scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::new_id;
 
@@ -227,14 +227,13 @@ pub struct ImportResult {
         (status = 401, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "Rows with errors (listed in `details`); nothing imported"),
     ),
-    security(("admin_key" = []))
+    security(("admin_key" = []), ("console_session" = []))
 )]
 pub async fn import_csv(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::ContactsWrite>,
     body: String,
 ) -> Result<(StatusCode, axum::Json<ImportResult>), ApiError> {
-    contacts::require_admin(&app, &headers).await?;
     let rows = parse_csv(&body).map_err(csv_error)?;
     Ok((StatusCode::OK, axum::Json(import(&app, rows).await?)))
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use volley_store::{CampaignChange, CampaignRow, NewTimer, TimerRow};
 
 use crate::App;
 use crate::audience::{self, Member, Segment};
-use crate::contacts;
+use crate::auth::{Scoped, scope};
 use crate::conversation::Origin;
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::new_id;
@@ -529,16 +529,15 @@ pub struct CreateQuery {
         (status = 404, body = ErrorBody, description = "Unknown flow"),
         (status = 422, body = ErrorBody, description = "Invalid campaign or CSV"),
     ),
-    security(("admin_key" = []))
+    security(("admin_key" = []), ("console_session" = []))
 )]
 pub async fn create(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::CampaignsWrite>,
     Query(q): Query<CreateQuery>,
     body: String,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    contacts::require_admin(&app, &headers).await?;
     let spec: CampaignSpec = serde_json::from_str(&body)
         .map_err(|e| ApiError::bad_request("bad-json", format!("invalid campaign: {e}")))?;
     if spec.name.trim().is_empty() || spec.name.len() > 200 {
@@ -660,12 +659,11 @@ pub async fn create(
 /// `GET /api/campaigns` (admin).
 #[utoipa::path(get, path = "/api/campaigns", tag = "campaigns",
     responses((status = 200, body = [CampaignView]), (status = 401, body = ErrorBody)),
-    security(("admin_key" = [])))]
+    security(("admin_key" = []), ("console_session" = [])))]
 pub async fn list(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::CampaignsWrite>,
 ) -> Result<Json<Vec<CampaignView>>, ApiError> {
-    contacts::require_admin(&app, &headers).await?;
     let mut out = Vec::new();
     for row in app.store.campaigns().await? {
         out.push(view(&app, row).await?);
@@ -684,24 +682,21 @@ async fn find(app: &App, id: &str) -> Result<CampaignRow, ApiError> {
 #[utoipa::path(get, path = "/api/campaigns/{id}", tag = "campaigns",
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("admin_key" = [])))]
+    security(("admin_key" = []), ("console_session" = [])))]
 pub async fn detail(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::CampaignsWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    contacts::require_admin(&app, &headers).await?;
     let row = find(&app, &id).await?;
     Ok(Json(view(&app, row).await?))
 }
 
 async fn change(
     app: Arc<App>,
-    headers: HeaderMap,
     id: String,
     change: CampaignChange,
 ) -> Result<Json<CampaignView>, ApiError> {
-    contacts::require_admin(&app, &headers).await?;
     let before = find(&app, &id).await?;
     let what = format!("{change:?}").to_lowercase();
     if !app
@@ -725,13 +720,13 @@ async fn change(
 #[utoipa::path(post, path = "/api/campaigns/{id}/pause", tag = "campaigns",
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("admin_key" = [])))]
+    security(("admin_key" = []), ("console_session" = [])))]
 pub async fn pause(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::CampaignsWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    change(app, headers, id, CampaignChange::Pause).await
+    change(app, id, CampaignChange::Pause).await
 }
 
 /// `POST /api/campaigns/{id}/resume` (admin): pending sends come back, each later by
@@ -739,26 +734,26 @@ pub async fn pause(
 #[utoipa::path(post, path = "/api/campaigns/{id}/resume", tag = "campaigns",
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("admin_key" = [])))]
+    security(("admin_key" = []), ("console_session" = [])))]
 pub async fn resume(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::CampaignsWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    change(app, headers, id, CampaignChange::Resume).await
+    change(app, id, CampaignChange::Resume).await
 }
 
 /// `POST /api/campaigns/{id}/cancel` (admin): pending sends are dropped.
 #[utoipa::path(post, path = "/api/campaigns/{id}/cancel", tag = "campaigns",
     params(("id" = String, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("admin_key" = [])))]
+    security(("admin_key" = []), ("console_session" = [])))]
 pub async fn cancel(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    _: Scoped<scope::CampaignsWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    change(app, headers, id, CampaignChange::Cancel).await
+    change(app, id, CampaignChange::Cancel).await
 }
 
 /// Campaigns being sent, kept between sends: one read of the campaign per campaign,

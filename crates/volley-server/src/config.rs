@@ -21,6 +21,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Admin API key; generated and printed once on first start when absent.
     pub admin_key: Option<String>,
+    /// Email of the admin account created on first start (when there is no user).
+    pub admin_email: String,
     /// Secret for verifying signed identities (HMAC-SHA256 of the user id).
     pub identity_secret: Option<String>,
     /// Human-like pacing of bot messages (turn off for load tests).
@@ -220,6 +222,7 @@ impl Default for Config {
             demo: true,
             public_url: None,
             admin_key: None,
+            admin_email: "admin@localhost".into(),
             identity_secret: None,
             pacing: true,
             durable: true,

@@ -219,22 +219,6 @@ async fn create(
     })
 }
 
-/// Checks an admin API key (`Authorization: Bearer …`).
-pub async fn require_admin(app: &App, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let key = bearer(headers).ok_or_else(|| {
-        ApiError::unauthorized("an admin API key is required (Authorization: Bearer …)")
-    })?;
-    match app.store.api_key_by_hash(&hash_secret(key)).await? {
-        Some(k) if k.scopes.split_whitespace().any(|s| s == "admin") => Ok(()),
-        Some(_) => Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            "this key may not do that",
-        )),
-        None => Err(ApiError::unauthorized("unknown API key")),
-    }
-}
-
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers

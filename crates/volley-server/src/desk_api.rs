@@ -1,6 +1,8 @@
 //! The agents' JSON API and live streams (what the console calls): the desk (open
 //! hand-offs, agents online), a conversation's whole log, and every action on it.
-//! Authorization is by type: handlers take [`Agent`] (agents and admins) or [`Admin`].
+//! Authorization is by type: handlers take [`Agent`] (a signed-in agent or admin: a
+//! person, since every action is recorded under their name) or, for settings,
+//! `Scoped<scope::Admin>` (an admin session or an admin API key).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +20,7 @@ use volley_store::CannedRow;
 
 use crate::App;
 use crate::api::json_error;
-use crate::auth::{Admin, Agent, Role, Staff};
+use crate::auth::{Agent, Role, Scoped, Staff, scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::handoff::{self, Actor, AgentInfo, AgentView, Desk, HandoffView, Target};
 use crate::ids::new_id;
@@ -99,8 +101,12 @@ pub async fn desk(State(app): State<Arc<App>>, Agent(me): Agent) -> Json<DeskVie
         .map(|name| {
             let q = app.config.handoff.queues.get(&name);
             QueueView {
-                title: q.and_then(|q| q.title.clone()).unwrap_or_else(|| name.clone()),
-                open: q.and_then(|q| q.hours.as_ref()).is_none_or(|c| c.is_open(now)),
+                title: q
+                    .and_then(|q| q.title.clone())
+                    .unwrap_or_else(|| name.clone()),
+                open: q
+                    .and_then(|q| q.hours.as_ref())
+                    .is_none_or(|c| c.is_open(now)),
                 name,
             }
         })
@@ -185,7 +191,7 @@ pub struct ResolvedQuery {
     responses((status = 200, body = Vec<HandoffView>)))]
 pub async fn resolved(
     State(app): State<Arc<App>>,
-    Agent(_): Agent,
+    _: Agent,
     q: Result<Query<ResolvedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Api<Json<Vec<HandoffView>>> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
@@ -253,7 +259,12 @@ fn summary(c: &volley_store::ConversationRow) -> ConversationSummary {
 /// Fills `{{ contact.name }}`, `{{ contact.first_name }}`, `{{ contact.email }}`,
 /// `{{ agent.name }}` and `{{ var.NAME }}` in a canned response; unknown names become
 /// empty.
-pub fn fill(body: &str, contact: &serde_json::Value, agent: &str, vars: &BTreeMap<String, serde_json::Value>) -> String {
+pub fn fill(
+    body: &str,
+    contact: &serde_json::Value,
+    agent: &str,
+    vars: &BTreeMap<String, serde_json::Value>,
+) -> String {
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
@@ -297,7 +308,10 @@ pub async fn detail(
     Path(id): Path<String>,
 ) -> Api<Json<HandoffDetail>> {
     let Some(conv) = app.store.conversation(&id).await? else {
-        return Err(ApiError::not_found("unknown-conversation", "no such conversation"));
+        return Err(ApiError::not_found(
+            "unknown-conversation",
+            "no such conversation",
+        ));
     };
     let handoff = match app.desk.row(&id) {
         Some(r) => Some(r),
@@ -370,13 +384,16 @@ pub struct AfterQuery {
     responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
 pub async fn stream(
     State(app): State<Arc<App>>,
-    Agent(_): Agent,
+    _: Agent,
     Path(id): Path<String>,
     q: Result<Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Api<impl IntoResponse> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
     let Some(conv) = app.convs.get(&app, &id).await? else {
-        return Err(ApiError::not_found("unknown-conversation", "no such conversation"));
+        return Err(ApiError::not_found(
+            "unknown-conversation",
+            "no such conversation",
+        ));
     };
     let (tx, rx) = tokio::sync::mpsc::channel(app.config.limits.queue_frames);
     let watcher = app.convs.next_subscriber_id();
@@ -401,13 +418,16 @@ pub async fn stream(
         }
     }
     let guard = Unwatch(conv, watcher);
-    let live = futures_util::stream::unfold((rx, guard, app.shutdown.clone()), |(mut rx, guard, mut shutdown)| async move {
-        let frame = tokio::select! {
-            f = rx.recv() => f?,
-            _ = shutdown.wait_for(|s| *s) => return None,
-        };
-        Some((frame, (rx, guard, shutdown)))
-    });
+    let live = futures_util::stream::unfold(
+        (rx, guard, app.shutdown.clone()),
+        |(mut rx, guard, mut shutdown)| async move {
+            let frame = tokio::select! {
+                f = rx.recv() => f?,
+                _ = shutdown.wait_for(|s| *s) => return None,
+            };
+            Some((frame, (rx, guard, shutdown)))
+        },
+    );
     use futures_util::StreamExt;
     let events = futures_util::stream::iter(history)
         .chain(live)
@@ -425,7 +445,11 @@ pub struct Done {
 #[utoipa::path(post, path = "/api/handoffs/{id}/pick", tag = "handoff",
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn pick(State(app): State<Arc<App>>, Agent(me): Agent, Path(id): Path<String>) -> Api<Json<Done>> {
+pub async fn pick(
+    State(app): State<Arc<App>>,
+    Agent(me): Agent,
+    Path(id): Path<String>,
+) -> Api<Json<Done>> {
     if let Some(row) = app.desk.row(&id)
         && row.agent_id.is_some()
         && row.agent_id.as_deref() != Some(&me.id)
@@ -473,7 +497,15 @@ pub async fn reply(
     req: Result<Json<TextRequest>, JsonRejection>,
 ) -> Api<Json<Done>> {
     let req = body(req)?;
-    let seq = handoff::reply(&app, &id, &actor(&me), is_admin(&me), &req.text, client_id(&req.id)?).await?;
+    let seq = handoff::reply(
+        &app,
+        &id,
+        &actor(&me),
+        is_admin(&me),
+        &req.text,
+        client_id(&req.id)?,
+    )
+    .await?;
     Ok(Json(Done { seq }))
 }
 
@@ -563,7 +595,10 @@ pub async fn transfer(
         (None, Some(queue)) => {
             let q = queue.trim();
             if q.is_empty() || q.len() > 64 {
-                return Err(ApiError::unprocessable("bad-queue", "a queue name is 1 to 64 characters"));
+                return Err(ApiError::unprocessable(
+                    "bad-queue",
+                    "a queue name is 1 to 64 characters",
+                ));
             }
             Target::Queue(q.to_string())
         }
@@ -652,7 +687,7 @@ impl From<CannedRow> for CannedView {
 
 /// The canned responses.
 #[utoipa::path(get, path = "/api/canned", tag = "handoff", responses((status = 200, body = Vec<CannedView>)))]
-pub async fn list_canned(State(app): State<Arc<App>>, Agent(_): Agent) -> Api<Json<Vec<CannedView>>> {
+pub async fn list_canned(State(app): State<Arc<App>>, _: Agent) -> Api<Json<Vec<CannedView>>> {
     Ok(Json(
         app.store
             .canned_responses()
@@ -687,7 +722,10 @@ fn checked_canned(req: &CannedRequest) -> Api<()> {
         ));
     }
     if req.title.trim().is_empty() || req.title.chars().count() > 200 {
-        return Err(ApiError::unprocessable("bad-title", "a title is 1 to 200 characters"));
+        return Err(ApiError::unprocessable(
+            "bad-title",
+            "a title is 1 to 200 characters",
+        ));
     }
     if req.body.trim().is_empty() || req.body.chars().count() > MAX_CANNED_BODY_CHARS {
         return Err(ApiError::unprocessable(
@@ -698,7 +736,12 @@ fn checked_canned(req: &CannedRequest) -> Api<()> {
     Ok(())
 }
 
-async fn save_canned(app: &App, id: String, created_at: i64, req: CannedRequest) -> Api<CannedView> {
+async fn save_canned(
+    app: &App,
+    id: String,
+    created_at: i64,
+    req: CannedRequest,
+) -> Api<CannedView> {
     checked_canned(&req)?;
     let row = CannedRow {
         id,
@@ -709,7 +752,10 @@ async fn save_canned(app: &App, id: String, created_at: i64, req: CannedRequest)
         updated_at: app.clock.now_ms(),
     };
     if !app.store.put_canned(row.clone()).await? {
-        return Err(ApiError::conflict("code-taken", format!("`/{}` is taken", row.code)));
+        return Err(ApiError::conflict(
+            "code-taken",
+            format!("`/{}` is taken", row.code),
+        ));
     }
     Ok(row.into())
 }
@@ -719,12 +765,15 @@ async fn save_canned(app: &App, id: String, created_at: i64, req: CannedRequest)
     responses((status = 200, body = CannedView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_canned(
     State(app): State<Arc<App>>,
-    Admin(_): Admin,
+    _: Scoped<scope::Admin>,
     req: Result<Json<CannedRequest>, JsonRejection>,
 ) -> Api<Json<CannedView>> {
     let req = body(req)?;
     if app.store.canned_responses().await?.len() >= MAX_CANNED {
-        return Err(ApiError::unprocessable("too-many", format!("at most {MAX_CANNED} canned responses")));
+        return Err(ApiError::unprocessable(
+            "too-many",
+            format!("at most {MAX_CANNED} canned responses"),
+        ));
     }
     let now = app.clock.now_ms();
     Ok(Json(save_canned(&app, new_id("cr"), now, req).await?))
@@ -736,16 +785,21 @@ pub async fn create_canned(
     responses((status = 200, body = CannedView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update_canned(
     State(app): State<Arc<App>>,
-    Admin(_): Admin,
+    _: Scoped<scope::Admin>,
     Path(id): Path<String>,
     req: Result<Json<CannedRequest>, JsonRejection>,
 ) -> Api<Json<CannedView>> {
     let req = body(req)?;
     let existing = app.store.canned_responses().await?;
     let Some(old) = existing.iter().find(|c| c.id == id) else {
-        return Err(ApiError::not_found("unknown-canned", "no such canned response"));
+        return Err(ApiError::not_found(
+            "unknown-canned",
+            "no such canned response",
+        ));
     };
-    Ok(Json(save_canned(&app, id.clone(), old.created_at, req).await?))
+    Ok(Json(
+        save_canned(&app, id.clone(), old.created_at, req).await?,
+    ))
 }
 
 /// Deletes a canned response (admins).
@@ -754,13 +808,16 @@ pub async fn update_canned(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_canned(
     State(app): State<Arc<App>>,
-    Admin(_): Admin,
+    _: Scoped<scope::Admin>,
     Path(id): Path<String>,
 ) -> Api<axum::http::StatusCode> {
     if app.store.delete_canned(&id).await? {
         Ok(axum::http::StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found("unknown-canned", "no such canned response"))
+        Err(ApiError::not_found(
+            "unknown-canned",
+            "no such canned response",
+        ))
     }
 }
 
@@ -777,7 +834,7 @@ pub struct QueuesRequest {
     responses((status = 204), (status = 422, body = ErrorBody)))]
 pub async fn set_queues(
     State(app): State<Arc<App>>,
-    Admin(_): Admin,
+    _: Scoped<scope::Admin>,
     Path(id): Path<String>,
     req: Result<Json<QueuesRequest>, JsonRejection>,
 ) -> Api<axum::http::StatusCode> {
@@ -785,7 +842,10 @@ pub async fn set_queues(
     agent_info(&app, &id).await?;
     let mut queues: Vec<String> = req.queues.iter().map(|q| q.trim().to_string()).collect();
     if queues.iter().any(|q| q.is_empty() || q.len() > 64) || queues.len() > 100 {
-        return Err(ApiError::unprocessable("bad-queue", "at most 100 queue names of 1 to 64 characters"));
+        return Err(ApiError::unprocessable(
+            "bad-queue",
+            "at most 100 queue names of 1 to 64 characters",
+        ));
     }
     queues.sort();
     queues.dedup();

@@ -8,12 +8,14 @@
 mod api;
 mod assets;
 mod audience;
+pub mod auth;
 mod campaigns;
 pub mod channels;
 mod clock;
 mod config;
 mod contacts;
 mod conversation;
+mod desk_api;
 mod error;
 mod flows;
 pub mod handoff;
@@ -32,14 +34,16 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use tokio::sync::watch;
-use volley_store::{SqliteOptions, SqliteStore, Store};
+use volley_store::{SqliteOptions, SqliteStore};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Limits};
 pub use error::ApiError;
 pub use flows::DEMO_FLOWS;
+pub use volley_store::Store;
 
 /// Everything a request handler can reach.
 pub struct App {
@@ -62,6 +66,206 @@ pub struct App {
     pub channels: channels::Channels,
     /// Open hand-offs and the agents online.
     pub desk: handoff::Desk,
+    /// Failed console sign-ins (rate limits).
+    pub logins: auth::LoginLimiter,
+}
+
+/// How large a route's request body may be.
+#[derive(Clone, Copy, PartialEq)]
+enum Body {
+    /// One protocol message or form (`limits.max_frame_bytes`).
+    Message,
+    /// A flow's YAML source.
+    FlowSource,
+    /// A CSV upload or a campaign with its CSV.
+    Upload,
+}
+
+/// One route. Every route is a row of [`endpoints`]; [`routes`] lists them for the
+/// access-matrix test (tests/it/auth.rs), which fails on a route it does not know.
+struct Endpoint {
+    method: Method,
+    path: &'static str,
+    body: Body,
+    handler: MethodRouter<Arc<App>>,
+}
+
+fn endpoint<H, T>(method: Method, path: &'static str, body: Body, handler: H) -> Endpoint
+where
+    H: axum::handler::Handler<T, Arc<App>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a method the router serves");
+    Endpoint {
+        method,
+        path,
+        body,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the server. A path's methods share one body class.
+fn endpoints() -> Vec<Endpoint> {
+    use Body::*;
+    use Method as M;
+    vec![
+        endpoint(M::GET, "/", Message, assets::index),
+        endpoint(M::GET, "/f/{flow}", Message, assets::chat),
+        endpoint(M::GET, "/widget.js", Message, assets::widget),
+        endpoint(M::GET, "/ws", Message, ws::handler),
+        endpoint(M::GET, "/api/openapi.json", Message, api::openapi),
+        endpoint(M::GET, "/api/flows", FlowSource, api::list_flows),
+        endpoint(M::POST, "/api/flows", FlowSource, api::publish_flow),
+        endpoint(M::GET, "/api/flows/{id}", Message, api::flow_detail),
+        endpoint(
+            M::POST,
+            "/api/contacts/import",
+            Upload,
+            audience::import_csv,
+        ),
+        endpoint(M::GET, "/api/campaigns", Upload, campaigns::list),
+        endpoint(M::POST, "/api/campaigns", Upload, campaigns::create),
+        endpoint(M::GET, "/api/campaigns/{id}", Message, campaigns::detail),
+        endpoint(
+            M::POST,
+            "/api/campaigns/{id}/pause",
+            Message,
+            campaigns::pause,
+        ),
+        endpoint(
+            M::POST,
+            "/api/campaigns/{id}/resume",
+            Message,
+            campaigns::resume,
+        ),
+        endpoint(
+            M::POST,
+            "/api/campaigns/{id}/cancel",
+            Message,
+            campaigns::cancel,
+        ),
+        endpoint(M::POST, "/api/conversations", Message, api::start),
+        endpoint(
+            M::POST,
+            "/api/conversations/{id}/inputs",
+            Message,
+            api::input,
+        ),
+        endpoint(
+            M::GET,
+            "/api/conversations/{id}/events",
+            Message,
+            api::events,
+        ),
+        endpoint(
+            M::GET,
+            "/api/conversations/{id}/stream",
+            Message,
+            api::stream,
+        ),
+        endpoint(M::GET, "/api/me", Message, auth::me),
+        endpoint(M::GET, "/api/users", Message, auth::list_users),
+        endpoint(M::POST, "/api/users", Message, auth::create_user_api),
+        endpoint(M::PATCH, "/api/users/{id}", Message, auth::update_user),
+        endpoint(
+            M::POST,
+            "/api/users/{id}/setup-link",
+            Message,
+            auth::user_setup_link,
+        ),
+        endpoint(M::GET, "/api/keys", Message, auth::list_keys),
+        endpoint(M::POST, "/api/keys", Message, auth::create_key),
+        endpoint(M::DELETE, "/api/keys/{id}", Message, auth::delete_key),
+        endpoint(M::GET, "/console/login", Message, auth::login_page),
+        endpoint(M::POST, "/console/login", Message, auth::login),
+        endpoint(M::POST, "/console/logout", Message, auth::logout),
+        endpoint(
+            M::POST,
+            "/console/logout-everywhere",
+            Message,
+            auth::logout_everywhere,
+        ),
+        endpoint(M::GET, "/console/setup", Message, auth::setup_page),
+        endpoint(M::POST, "/console/setup", Message, auth::setup),
+        endpoint(M::GET, "/console/account", Message, auth::account_page),
+        endpoint(M::GET, "/console/console.css", Message, auth::asset_css),
+        endpoint(M::GET, "/console/console.js", Message, auth::asset_js),
+        endpoint(M::GET, "/api/desk", Message, desk_api::desk),
+        endpoint(M::GET, "/api/desk/stream", Message, desk_api::desk_stream),
+        endpoint(M::POST, "/api/desk/status", Message, desk_api::set_status),
+        endpoint(
+            M::GET,
+            "/api/handoffs/resolved",
+            Message,
+            desk_api::resolved,
+        ),
+        endpoint(M::GET, "/api/handoffs/{id}", Message, desk_api::detail),
+        endpoint(
+            M::GET,
+            "/api/handoffs/{id}/stream",
+            Message,
+            desk_api::stream,
+        ),
+        endpoint(M::POST, "/api/handoffs/{id}/pick", Message, desk_api::pick),
+        endpoint(
+            M::POST,
+            "/api/handoffs/{id}/reply",
+            Message,
+            desk_api::reply,
+        ),
+        endpoint(M::POST, "/api/handoffs/{id}/note", Message, desk_api::note),
+        endpoint(M::POST, "/api/handoffs/{id}/tags", Message, desk_api::tags),
+        endpoint(
+            M::POST,
+            "/api/handoffs/{id}/snooze",
+            Message,
+            desk_api::snooze,
+        ),
+        endpoint(
+            M::POST,
+            "/api/handoffs/{id}/transfer",
+            Message,
+            desk_api::transfer,
+        ),
+        endpoint(
+            M::POST,
+            "/api/handoffs/{id}/resolve",
+            Message,
+            desk_api::resolve,
+        ),
+        endpoint(
+            M::POST,
+            "/api/handoffs/{id}/typing",
+            Message,
+            desk_api::typing,
+        ),
+        endpoint(M::GET, "/api/canned", Message, desk_api::list_canned),
+        endpoint(M::POST, "/api/canned", Message, desk_api::create_canned),
+        endpoint(M::PUT, "/api/canned/{id}", Message, desk_api::update_canned),
+        endpoint(
+            M::DELETE,
+            "/api/canned/{id}",
+            Message,
+            desk_api::delete_canned,
+        ),
+        endpoint(
+            M::PUT,
+            "/api/users/{id}/queues",
+            Message,
+            desk_api::set_queues,
+        ),
+        endpoint(M::GET, "/metrics", Message, telemetry::render),
+        endpoint(M::GET, "/healthz", Message, api::healthz),
+        endpoint(M::GET, "/readyz", Message, api::readyz),
+    ]
+}
+
+/// Every (method, path) the router serves.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    endpoints()
+        .into_iter()
+        .map(|e| (e.method, e.path))
+        .collect()
 }
 
 /// The router: every route of the server. Request bodies are limited per route: flow
@@ -70,40 +274,27 @@ pub fn router(app: Arc<App>) -> Router {
     use tower_http::limit::RequestBodyLimitLayer as Limit;
     let message = app.config.limits.max_frame_bytes;
     let upload = audience::MAX_CSV_BYTES + 64 * 1024;
+    let [mut messages, mut flows, mut uploads] = [Router::new(), Router::new(), Router::new()];
+    for e in endpoints() {
+        let group = match e.body {
+            Body::Message => &mut messages,
+            Body::FlowSource => &mut flows,
+            Body::Upload => &mut uploads,
+        };
+        *group = std::mem::take(group).route(e.path, e.handler);
+    }
     // Where our limit is above axum's own (2 MiB for body extractors), axum's is lifted.
-    let flows = Router::new()
-        .route("/api/flows", get(api::list_flows).post(api::publish_flow))
+    let flows = flows
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));
-    let uploads = Router::new()
-        .route("/api/contacts/import", post(audience::import_csv))
-        .route(
-            "/api/campaigns",
-            get(campaigns::list).post(campaigns::create),
-        )
+    let uploads = uploads
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(upload));
-    Router::new()
-        .route("/", get(assets::index))
-        .route("/f/{flow}", get(assets::chat))
-        .route("/widget.js", get(assets::widget))
-        .route("/ws", get(ws::handler))
-        .route("/api/openapi.json", get(api::openapi))
-        .route("/api/flows/{id}", get(api::flow_detail))
-        .route("/api/campaigns/{id}", get(campaigns::detail))
-        .route("/api/campaigns/{id}/pause", post(campaigns::pause))
-        .route("/api/campaigns/{id}/resume", post(campaigns::resume))
-        .route("/api/campaigns/{id}/cancel", post(campaigns::cancel))
-        .route("/api/conversations", post(api::start))
-        .route("/api/conversations/{id}/inputs", post(api::input))
-        .route("/api/conversations/{id}/events", get(api::events))
-        .route("/api/conversations/{id}/stream", get(api::stream))
-        .route("/metrics", get(telemetry::render))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
+    messages
         .layer(Limit::new(message))
         .merge(flows)
         .merge(uploads)
+        .layer(axum::middleware::from_fn(auth::form_csrf))
         .layer(axum::middleware::map_response(error::json_too_large))
         .with_state(app)
 }
@@ -114,6 +305,8 @@ pub struct Running {
     pub app: Arc<App>,
     /// The admin key generated on first start (shown once), if any.
     pub new_admin_key: Option<String>,
+    /// The setup link (path) of the admin account created on first start (shown once).
+    pub new_admin_setup: Option<String>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -132,15 +325,18 @@ impl Running {
     }
 }
 
-/// Opens the store, publishes flows, and starts serving.
-pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, String> {
+/// Opens (creating and migrating) the configured database.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     let mut options = SqliteOptions::new(config.database.clone());
     options.durable = config.durable;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(options)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", config.database))?,
-    );
+    Ok(Arc::new(SqliteStore::open(options).await.map_err(|e| {
+        format!("cannot open {}: {e}", config.database)
+    })?))
+}
+
+/// Opens the store, publishes flows, and starts serving.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, String> {
+    let store = open_store(&config).await?;
     start_with_store(config, clock, store).await
 }
 
@@ -166,6 +362,7 @@ pub async fn start_with_store(
         campaigns: campaigns::Cache::default(),
         channels,
         desk: handoff::Desk::default(),
+        logins: auth::LoginLimiter::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -193,6 +390,7 @@ pub async fn start_with_store(
     let new_admin_key = contacts::bootstrap_admin_key(&app)
         .await
         .map_err(|e| e.message)?;
+    let new_admin_setup = auth::bootstrap_admin(&app).await.map_err(|e| e.message)?;
 
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
@@ -213,7 +411,8 @@ pub async fn start_with_store(
                 sweeper_app.convs.sweep(sweeper_app.clock.now_ms(), idle);
             }
         });
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
             let _ = stopping.wait_for(|s| *s).await;
         });
         if let Err(e) = serve.await {
@@ -228,6 +427,7 @@ pub async fn start_with_store(
         addr,
         app,
         new_admin_key,
+        new_admin_setup,
         stop,
         task,
     })

@@ -25,6 +25,9 @@ pub enum StoreError {
     Closed,
     #[error("invalid database url `{0}`")]
     Url(String),
+    /// A unique value is taken (e.g. a user's email).
+    #[error("{0} already exists")]
+    Exists(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -243,6 +246,53 @@ pub struct ApiKeyRow {
     pub created_at: Ms,
 }
 
+/// A console account (admin, agent or moderator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: String,
+    /// Lowercased.
+    pub email: String,
+    pub name: String,
+    /// `admin`, `agent` or `moderator`.
+    pub role: String,
+    /// Argon2id PHC string; `None` until a setup link is used.
+    pub password_hash: Option<String>,
+    /// Conversations the user handles at once (handoff).
+    pub capacity: i64,
+    pub disabled: bool,
+    pub created_at: Ms,
+}
+
+/// Fields of a user to change (`None`: kept).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserChange {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub capacity: Option<i64>,
+    /// Disabling also deletes the user's sessions (same transaction).
+    pub disabled: Option<bool>,
+}
+
+/// A console sign-in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    /// SHA-256 of the cookie's token.
+    pub token_hash: String,
+    pub user_id: String,
+    pub csrf: String,
+    pub created_at: Ms,
+    pub expires_at: Ms,
+    pub last_seen_at: Ms,
+}
+
+/// A one-time setup link (its token hashed) for a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetupToken {
+    pub token_hash: String,
+    pub user_id: String,
+    pub expires_at: Ms,
+}
+
 /// Everything the server persists.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -301,6 +351,47 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRow>>;
     async fn api_key_count(&self) -> Result<i64>;
+    /// Every API key, oldest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRow>>;
+    /// `false` if there was no such key.
+    async fn delete_api_key(&self, id: &str) -> Result<bool>;
+
+    /// Creates a user, with its first setup link if any, in one transaction. A taken
+    /// email is `StoreError::Exists("email")`.
+    async fn create_user(&self, user: UserRow, setup: Option<SetupToken>) -> Result<()>;
+    async fn user(&self, id: &str) -> Result<Option<UserRow>>;
+    /// By lowercased email.
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
+    /// Every user, oldest first.
+    async fn users(&self) -> Result<Vec<UserRow>>;
+    async fn user_count(&self) -> Result<i64>;
+    /// `false` if there is no such user.
+    async fn update_user(&self, id: &str, change: UserChange) -> Result<bool>;
+    /// Replaces the user's setup links with this one; with `end_sessions`, also deletes
+    /// the user's sessions (a password reset).
+    async fn replace_setup_token(&self, token: SetupToken, end_sessions: bool) -> Result<()>;
+    /// The user of a setup token that has not expired at `now`.
+    async fn setup_token_user(&self, token_hash: &str, now: Ms) -> Result<Option<UserRow>>;
+    /// Uses a setup token once, atomically: deletes it (it must still exist, belong to
+    /// `session.user_id` and not have expired at `session.created_at`), sets the
+    /// password of the (enabled) user, replaces the user's sessions with `session`.
+    /// `false` (and nothing written) when the token cannot be used.
+    async fn use_setup_token(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        session: SessionRow,
+    ) -> Result<bool>;
+
+    /// Creates a session; the user's sessions that expired (`expires_at` passed, or
+    /// idle since before `idle_before`) are deleted with it.
+    async fn create_session(&self, session: SessionRow, idle_before: Ms) -> Result<()>;
+    /// A session with its user.
+    async fn session(&self, token_hash: &str) -> Result<Option<(SessionRow, UserRow)>>;
+    async fn touch_session(&self, token_hash: &str, at: Ms) -> Result<()>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+    /// Deletes every session of a user; returns how many.
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<i64>;
 
     /// Schedules timers that belong to no conversation; returns their ids.
     async fn schedule_timers(&self, timers: Vec<NewTimer>) -> Result<Vec<i64>>;

@@ -94,6 +94,19 @@ enum Write {
     PutCanned(CannedRow),
     DeleteCanned(String),
     AgentQueues(String, Vec<String>),
+    DeleteApiKey(String),
+    CreateUser(UserRow, Option<SetupToken>),
+    UpdateUser(String, UserChange),
+    ReplaceSetupToken(SetupToken, bool),
+    UseSetupToken {
+        token_hash: String,
+        password_hash: String,
+        session: SessionRow,
+    },
+    CreateSession(SessionRow, Ms),
+    TouchSession(String, Ms),
+    DeleteSession(String),
+    DeleteUserSessions(String),
     /// Commit everything queued before this, then stop.
     Shutdown,
 }
@@ -772,6 +785,125 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             }
             Ok(Output::Done)
         }
+        Write::DeleteApiKey(id) => {
+            let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
+        Write::CreateUser(u, setup) => {
+            sqlx::query(
+                "INSERT INTO users (id, email, name, role, password_hash, capacity, disabled, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&u.id)
+            .bind(&u.email)
+            .bind(&u.name)
+            .bind(&u.role)
+            .bind(&u.password_hash)
+            .bind(u.capacity)
+            .bind(u.disabled)
+            .bind(u.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match e.as_database_error() {
+                Some(d) if d.is_unique_violation() => StoreError::Exists("email"),
+                _ => e.into(),
+            })?;
+            if let Some(t) = setup {
+                insert_setup_token(tx, t).await?;
+            }
+            Ok(Output::Done)
+        }
+        Write::UpdateUser(id, c) => {
+            let done = sqlx::query(
+                "UPDATE users SET name = COALESCE(?, name), role = COALESCE(?, role),
+                 capacity = COALESCE(?, capacity), disabled = COALESCE(?, disabled) WHERE id = ?",
+            )
+            .bind(&c.name)
+            .bind(&c.role)
+            .bind(c.capacity)
+            .bind(c.disabled)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if c.disabled == Some(true) {
+                delete_user_sessions(tx, id).await?;
+            }
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
+        Write::ReplaceSetupToken(t, end_sessions) => {
+            sqlx::query("DELETE FROM setup_tokens WHERE user_id = ?")
+                .bind(&t.user_id)
+                .execute(&mut *tx)
+                .await?;
+            insert_setup_token(tx, t).await?;
+            if *end_sessions {
+                delete_user_sessions(tx, &t.user_id).await?;
+            }
+            Ok(Output::Done)
+        }
+        Write::UseSetupToken {
+            token_hash,
+            password_hash,
+            session,
+        } => {
+            let used = sqlx::query(
+                "DELETE FROM setup_tokens WHERE token_hash = ? AND user_id = ? AND expires_at > ?",
+            )
+            .bind(token_hash)
+            .bind(&session.user_id)
+            .bind(session.created_at)
+            .execute(&mut *tx)
+            .await?;
+            if used.rows_affected() != 1 {
+                return Ok(Output::Deleted(false));
+            }
+            let set =
+                sqlx::query("UPDATE users SET password_hash = ? WHERE id = ? AND disabled = 0")
+                    .bind(password_hash)
+                    .bind(&session.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            if set.rows_affected() != 1 {
+                // A disabled user: the token is spent all the same.
+                return Ok(Output::Deleted(false));
+            }
+            delete_user_sessions(tx, &session.user_id).await?;
+            insert_session(tx, session).await?;
+            Ok(Output::Deleted(true))
+        }
+        Write::CreateSession(session, idle_before) => {
+            sqlx::query(
+                "DELETE FROM user_sessions WHERE user_id = ? AND (expires_at <= ? OR last_seen_at < ?)",
+            )
+            .bind(&session.user_id)
+            .bind(session.created_at)
+            .bind(idle_before)
+            .execute(&mut *tx)
+            .await?;
+            insert_session(tx, session).await?;
+            Ok(Output::Done)
+        }
+        Write::TouchSession(token_hash, at) => {
+            sqlx::query("UPDATE user_sessions SET last_seen_at = ? WHERE token_hash = ?")
+                .bind(at)
+                .bind(token_hash)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Done)
+        }
+        Write::DeleteSession(token_hash) => {
+            sqlx::query("DELETE FROM user_sessions WHERE token_hash = ?")
+                .bind(token_hash)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Done)
+        }
+        Write::DeleteUserSessions(user_id) => {
+            Ok(Output::Count(delete_user_sessions(tx, user_id).await?))
+        }
         Write::ApiKey {
             id,
             hash,
@@ -791,6 +923,67 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             .await?;
             Ok(Output::Done)
         }
+    }
+}
+
+async fn insert_setup_token(tx: &mut SqliteConnection, t: &SetupToken) -> Result<()> {
+    sqlx::query("INSERT INTO setup_tokens (token_hash, user_id, expires_at) VALUES (?, ?, ?)")
+        .bind(&t.token_hash)
+        .bind(&t.user_id)
+        .bind(t.expires_at)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_session(tx: &mut SqliteConnection, s: &SessionRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_sessions (token_hash, user_id, csrf, created_at, expires_at, last_seen_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.token_hash)
+    .bind(&s.user_id)
+    .bind(&s.csrf)
+    .bind(s.created_at)
+    .bind(s.expires_at)
+    .bind(s.last_seen_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn delete_user_sessions(tx: &mut SqliteConnection, user_id: &str) -> Result<i64> {
+    let done = sqlx::query("DELETE FROM user_sessions WHERE user_id = ?")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() as i64)
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.email, u.name, u.role, u.password_hash, u.capacity, u.disabled, u.created_at";
+
+type UserTuple = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    bool,
+    i64,
+);
+
+fn user_row(t: UserTuple) -> UserRow {
+    UserRow {
+        id: t.0,
+        email: t.1,
+        name: t.2,
+        role: t.3,
+        password_hash: t.4,
+        capacity: t.5,
+        disabled: t.6,
+        created_at: t.7,
     }
 }
 
@@ -1322,6 +1515,177 @@ impl Store for SqliteStore {
         self.submit(Write::AgentQueues(user_id.into(), queues))
             .await
             .map(|_| ())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT id, name, scopes, created_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ApiKeyRow {
+                id: r.0,
+                name: r.1,
+                scopes: r.2,
+                created_at: r.3,
+            })
+            .collect())
+    }
+
+    async fn delete_api_key(&self, id: &str) -> Result<bool> {
+        match self.submit(Write::DeleteApiKey(id.into())).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("a deletion answers Deleted"),
+        }
+    }
+
+    async fn create_user(&self, user: UserRow, setup: Option<SetupToken>) -> Result<()> {
+        self.submit(Write::CreateUser(user, setup))
+            .await
+            .map(|_| ())
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?");
+        let row: Option<UserTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(user_row))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?");
+        let row: Option<UserTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(email)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(user_row))
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.created_at, u.id");
+        let rows: Vec<UserTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.into_iter().map(user_row).collect())
+    }
+
+    async fn user_count(&self) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.0)
+    }
+
+    async fn update_user(&self, id: &str, change: UserChange) -> Result<bool> {
+        match self.submit(Write::UpdateUser(id.into(), change)).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("an update answers Deleted"),
+        }
+    }
+
+    async fn replace_setup_token(&self, token: SetupToken, end_sessions: bool) -> Result<()> {
+        self.submit(Write::ReplaceSetupToken(token, end_sessions))
+            .await
+            .map(|_| ())
+    }
+
+    async fn setup_token_user(&self, token_hash: &str, now: Ms) -> Result<Option<UserRow>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM setup_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = ? AND t.expires_at > ?"
+        );
+        let row: Option<UserTuple> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(user_row))
+    }
+
+    async fn use_setup_token(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        session: SessionRow,
+    ) -> Result<bool> {
+        let write = Write::UseSetupToken {
+            token_hash: token_hash.into(),
+            password_hash: password_hash.into(),
+            session,
+        };
+        match self.submit(write).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("a setup answers Deleted"),
+        }
+    }
+
+    async fn create_session(&self, session: SessionRow, idle_before: Ms) -> Result<()> {
+        self.submit(Write::CreateSession(session, idle_before))
+            .await
+            .map(|_| ())
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<(SessionRow, UserRow)>> {
+        let sql = format!(
+            "SELECT s.csrf, s.created_at, s.expires_at, s.last_seen_at, {USER_COLUMNS}
+             FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?"
+        );
+        type Row = (
+            String,
+            i64,
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            bool,
+            i64,
+        );
+        let row: Option<Row> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(token_hash)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| {
+            let user = user_row((r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11));
+            let session = SessionRow {
+                token_hash: token_hash.into(),
+                user_id: user.id.clone(),
+                csrf: r.0,
+                created_at: r.1,
+                expires_at: r.2,
+                last_seen_at: r.3,
+            };
+            (session, user)
+        }))
+    }
+
+    async fn touch_session(&self, token_hash: &str, at: Ms) -> Result<()> {
+        self.submit(Write::TouchSession(token_hash.into(), at))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        self.submit(Write::DeleteSession(token_hash.into()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> Result<i64> {
+        match self
+            .submit(Write::DeleteUserSessions(user_id.into()))
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            _ => unreachable!("a deletion of sessions answers Count"),
+        }
     }
 
     async fn close(&self) {

@@ -3,6 +3,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod chat;
 mod files;
 mod serve;
@@ -50,6 +51,9 @@ enum Command {
     Schema,
     /// Run the server: the HTTP API, the WebSocket protocol and the web widget.
     Serve(serve::ServeArgs),
+    /// Console accounts: create users, reset passwords (prints one-time setup links).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
             test_cmd::run(&paths, update)
         }
         Command::Serve(args) => serve::run(args),
+        Command::Admin(command) => admin::run(command),
         Command::Schema => {
             println!(
                 "{}",

@@ -78,8 +78,14 @@ struct ChannelArgs {
     webhook_secret: Option<String>,
 }
 
-fn config(args: ServeArgs) -> anyhow::Result<Config> {
-    let mut c = match &args.config {
+/// The configuration file's settings (or the defaults), with the database and public
+/// URL overridden when given: what `serve` and the admin commands share.
+pub fn base_config(
+    file: Option<&std::path::Path>,
+    database: Option<String>,
+    public_url: Option<String>,
+) -> anyhow::Result<Config> {
+    let mut c = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
@@ -87,20 +93,25 @@ fn config(args: ServeArgs) -> anyhow::Result<Config> {
         }
         None => Config::default(),
     };
+    if let Some(v) = database {
+        c.database = v;
+    }
+    if public_url.is_some() {
+        c.public_url = public_url;
+    }
+    Ok(c)
+}
+
+fn config(args: ServeArgs) -> anyhow::Result<Config> {
+    let mut c = base_config(args.config.as_deref(), args.database, args.public_url)?;
     if let Some(v) = args.listen {
         c.listen = v;
-    }
-    if let Some(v) = args.database {
-        c.database = v;
     }
     if args.flows.is_some() {
         c.flows = args.flows;
     }
     if args.no_demo {
         c.demo = false;
-    }
-    if args.public_url.is_some() {
-        c.public_url = args.public_url;
     }
     if args.admin_key.is_some() {
         c.admin_key = args.admin_key;
@@ -165,6 +176,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ready_ms: started.elapsed().as_millis(),
             database: &database,
             new_admin_key: running.new_admin_key.as_deref(),
+            new_admin_setup: running.new_admin_setup.as_deref(),
         };
         // stdout may be closed (`volley serve | head -1`): the server runs on regardless.
         let _ = started.print(&mut std::io::stdout().lock());
@@ -193,6 +205,8 @@ struct Started<'a> {
     ready_ms: u128,
     database: &'a str,
     new_admin_key: Option<&'a str>,
+    /// The path of the first admin's setup link.
+    new_admin_setup: Option<&'a str>,
 }
 
 impl Started<'_> {
@@ -209,6 +223,13 @@ impl Started<'_> {
         )?;
         if let Some(key) = self.new_admin_key {
             writeln!(out, "  admin API key (shown once, store it now): {key}")?;
+        }
+        if let Some(path) = self.new_admin_setup {
+            writeln!(
+                out,
+                "  admin account: set its password at {}{path} (one-time link, shown once, valid 72 h)",
+                self.url
+            )?;
         }
         writeln!(out, "  try it: open {}/ in a browser", self.url)?;
         out.flush()
@@ -287,6 +308,7 @@ mod tests {
             ready_ms: 65,
             database: "sqlite://volley.db",
             new_admin_key: None,
+            new_admin_setup: None,
         }
         .print(&mut out)
         .unwrap();
@@ -315,6 +337,7 @@ mod tests {
             ready_ms: 1,
             database: "volley.db",
             new_admin_key: Some("vk_x"),
+            new_admin_setup: Some("/console/setup?token=vs_x"),
         };
         let err = started.print(&mut Closed).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
