@@ -13,6 +13,7 @@ mod campaigns;
 pub mod channels;
 mod clock;
 mod config;
+mod console;
 mod contacts;
 mod conversation;
 mod desk_api;
@@ -190,6 +191,15 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/console/account", Message, auth::account_page),
         endpoint(M::GET, "/console/console.css", Message, auth::asset_css),
         endpoint(M::GET, "/console/console.js", Message, auth::asset_js),
+        endpoint(M::GET, "/console", Message, console::queue_page),
+        endpoint(
+            M::GET,
+            "/console/c/{id}",
+            Message,
+            console::conversation_page,
+        ),
+        endpoint(M::GET, "/console/desk.js", Message, console::script),
+        endpoint(M::GET, "/console/desk.css", Message, console::style),
         endpoint(M::GET, "/api/desk", Message, desk_api::desk),
         endpoint(M::GET, "/api/desk/stream", Message, desk_api::desk_stream),
         endpoint(M::POST, "/api/desk/status", Message, desk_api::set_status),

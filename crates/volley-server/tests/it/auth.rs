@@ -737,6 +737,8 @@ enum Access {
     Scope(&'static str),
     /// A person at the agent console: an agent's or admin's session (no API key).
     AgentSession,
+    /// A console page: agents and admins; without a session it redirects to sign in.
+    AgentPage,
 }
 
 impl Access {
@@ -751,6 +753,7 @@ impl Access {
             }
             Access::Scope(_) => vec![P::Admin, P::KeyWith],
             Access::AgentSession => vec![P::Agent, P::Admin],
+            Access::AgentPage => vec![P::None, P::Participant, P::Agent, P::Admin],
         }
     }
 
@@ -826,6 +829,10 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/console/account", Access::Public),
     ("GET", "/console/console.css", Access::Public),
     ("GET", "/console/console.js", Access::Public),
+    ("GET", "/console", Access::AgentPage),
+    ("GET", "/console/c/{id}", Access::AgentPage),
+    ("GET", "/console/desk.js", Access::Public),
+    ("GET", "/console/desk.css", Access::Public),
     ("GET", "/api/desk", Access::AgentSession),
     ("GET", "/api/desk/stream", Access::AgentSession),
     ("POST", "/api/desk/status", Access::AgentSession),
