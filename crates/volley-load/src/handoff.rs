@@ -54,17 +54,21 @@ fn cookie_of(head: &str) -> Option<String> {
 }
 
 async fn sign_in(addr: &str, i: usize, capacity: usize) -> anyhow::Result<AgentSession> {
-    let created = http::json(
+    let headers = [
+        ("Authorization", format!("Bearer {KEY}")),
+        ("Content-Type", "application/json".to_string()),
+    ];
+    let user = json!({"email": format!("agent{i}@load.test"), "name": format!("Agent {i}"), "role": "agent", "capacity": capacity});
+    let (status, _, created) = http::call(
         addr,
         "POST",
         "/api/users",
-        Some(KEY),
-        Some(
-            &json!({"email": format!("agent{i}@load.test"), "name": format!("Agent {i}"), "role": "agent", "capacity": capacity})
-                .to_string(),
-        ),
+        &headers,
+        Some(&user.to_string()),
     )
     .await?;
+    ensure!(status == 201, "POST /api/users: {status} {created}");
+    let created: Value = serde_json::from_str(&created)?;
     let id = created["user"]["id"]
         .as_str()
         .context("user id")?
@@ -171,14 +175,20 @@ pub async fn run(o: Options) -> anyhow::Result<Value> {
         .map(|_| {
             let addr = addr.clone();
             async move {
-                http::json(
+                let json = [("Content-Type", "application/json".to_string())];
+                match http::call(
                     &addr,
                     "POST",
                     "/api/conversations",
-                    None,
+                    &json,
                     Some(r#"{"flow":"note"}"#),
                 )
                 .await
+                {
+                    Ok((200, _, _)) => Ok(()),
+                    Ok((status, _, body)) => Err(anyhow::anyhow!("{status} {body}")),
+                    Err(e) => Err(e),
+                }
             }
         })
         .buffer_unordered(32)
