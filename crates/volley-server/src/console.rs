@@ -93,7 +93,9 @@ fn page(status: StatusCode, html: String) -> Response {
                  frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            // `same-origin`, not `no-referrer`: with `no-referrer` browsers send `Origin: null`
+            // on POSTs, and the API refuses them as cross-site.
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         html,
     )
@@ -116,18 +118,22 @@ fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
 }
 
 /// The signed-in agent (or admin); a browser without a session goes to sign in.
-fn agent_or_page(console: Result<Console, ApiError>) -> Result<Console, Response> {
+fn agent_or_page(console: Result<Console, ApiError>) -> Result<Console, Box<Response>> {
     match console {
         Ok(c) if matches!(c.staff.role, Role::Agent | Role::Admin) => Ok(c),
-        Ok(_) => Err(message_page(
+        Ok(_) => Err(Box::new(message_page(
             StatusCode::FORBIDDEN,
             "Not for your role",
             "The agent console is for agents and admins.",
-        )),
+        ))),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            Err(Redirect::to("/console/login").into_response())
+            Err(Box::new(Redirect::to("/console/login").into_response()))
         }
-        Err(e) => Err(message_page(e.status, "Cannot open the console", &e.message)),
+        Err(e) => Err(Box::new(message_page(
+            e.status,
+            "Cannot open the console",
+            &e.message,
+        ))),
     }
 }
 
@@ -176,13 +182,7 @@ fn time_html(ms: i64) -> String {
     )
 }
 
-fn shell(
-    title: &str,
-    kind: &str,
-    c: &Console,
-    main: &str,
-    data: &impl Serialize,
-) -> String {
+fn shell(title: &str, kind: &str, c: &Console, main: &str, data: &impl Serialize) -> String {
     let mut h = String::with_capacity(main.len() + 4096);
     let _ = write!(
         h,
@@ -249,7 +249,13 @@ enum ListKind {
     Resolved,
 }
 
-fn row_html(h: &mut String, r: &HandoffRow, list: ListKind, now: i64, names: &HashMap<String, String>) {
+fn row_html(
+    h: &mut String,
+    r: &HandoffRow,
+    list: ListKind,
+    now: i64,
+    names: &HashMap<String, String>,
+) {
     let prio = crate::handoff::priority_name(r.priority);
     let preview = if r.preview.is_empty() {
         r.reason.as_deref().unwrap_or("(no message)")
@@ -288,7 +294,11 @@ fn row_html(h: &mut String, r: &HandoffRow, list: ListKind, now: i64, names: &Ha
         }
         ListKind::Snoozed => {
             if let Some(until) = r.snoozed_until {
-                let _ = write!(h, " <span class=\"until\">until {}</span>", time_html(until));
+                let _ = write!(
+                    h,
+                    " <span class=\"until\">until {}</span>",
+                    time_html(until)
+                );
             }
         }
         ListKind::Resolved => {
@@ -316,16 +326,33 @@ fn row_html(h: &mut String, r: &HandoffRow, list: ListKind, now: i64, names: &Ha
     h.push_str("</span></a></li>\n");
 }
 
+/// A list on a page: its id suffix, heading, text when empty, and row shape.
+struct ListSpec(&'static str, &'static str, &'static str, ListKind);
+
+const WAITING: ListSpec = ListSpec(
+    "waiting",
+    "Waiting",
+    "Nobody is waiting.",
+    ListKind::Waiting,
+);
+const MINE: ListSpec = ListSpec("mine", "Mine", "Nothing assigned to you.", ListKind::Mine);
+const SNOOZED: ListSpec = ListSpec("snoozed", "Snoozed", "Nothing snoozed.", ListKind::Snoozed);
+const ALL: ListSpec = ListSpec("all", "All open", "No open conversations.", ListKind::All);
+const RESOLVED: ListSpec = ListSpec(
+    "resolved",
+    "Recently resolved",
+    "Nothing resolved yet.",
+    ListKind::Resolved,
+);
+
 fn list_html(
     h: &mut String,
-    key: &str,
-    title: &str,
-    empty: &str,
+    spec: &ListSpec,
     rows: &[&HandoffRow],
-    list: ListKind,
     now: i64,
     names: &HashMap<String, String>,
 ) {
+    let ListSpec(key, title, empty, list) = *spec;
     let _ = write!(
         h,
         "<section class=\"list\" id=\"section-{key}\" aria-labelledby=\"h-{key}\">\n\
@@ -363,7 +390,7 @@ pub async fn queue_page(
 ) -> Response {
     let c = match agent_or_page(console) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = app.clock.now_ms();
     let admin = c.staff.role == Role::Admin;
@@ -382,7 +409,7 @@ pub async fn queue_page(
         .iter()
         .filter(|r| r.status == "assigned" && r.agent_id.as_deref() == Some(me_id))
         .collect();
-    mine.sort_by(|a, b| b.last_message_at.cmp(&a.last_message_at));
+    mine.sort_by_key(|r| std::cmp::Reverse(r.last_message_at));
     let mut snoozed: Vec<&HandoffRow> = open
         .iter()
         .filter(|r| r.status == "snoozed" && (admin || r.agent_id.as_deref() == Some(me_id)))
@@ -392,23 +419,14 @@ pub async fn queue_page(
 
     let mut h = String::with_capacity(16 * 1024);
     h.push_str("<main id=\"main\" class=\"queues\" tabindex=\"-1\">\n<h1 class=\"sr-only\">Conversations</h1>\n");
-    list_html(&mut h, "waiting", "Waiting", "Nobody is waiting.", &waiting, ListKind::Waiting, now, &names);
-    list_html(&mut h, "mine", "Mine", "Nothing assigned to you.", &mine, ListKind::Mine, now, &names);
-    list_html(&mut h, "snoozed", "Snoozed", "Nothing snoozed.", &snoozed, ListKind::Snoozed, now, &names);
+    list_html(&mut h, &WAITING, &waiting, now, &names);
+    list_html(&mut h, &MINE, &mine, now, &names);
+    list_html(&mut h, &SNOOZED, &snoozed, now, &names);
     if admin {
         let all: Vec<&HandoffRow> = open.iter().collect();
-        list_html(&mut h, "all", "All open", "No open conversations.", &all, ListKind::All, now, &names);
+        list_html(&mut h, &ALL, &all, now, &names);
     }
-    list_html(
-        &mut h,
-        "resolved",
-        "Recently resolved",
-        "Nothing resolved yet.",
-        &resolved_refs,
-        ListKind::Resolved,
-        now,
-        &names,
-    );
+    list_html(&mut h, &RESOLVED, &resolved_refs, now, &names);
     h.push_str("</main>\n");
     let data = QueueData {
         page: "queue",
@@ -418,7 +436,10 @@ pub async fn queue_page(
         resolved: resolved.iter().map(HandoffView::from).collect(),
         max_rows: MAX_ROWS,
     };
-    page(StatusCode::OK, shell("Console · Volley", "queue", &c, &h, &data))
+    page(
+        StatusCode::OK,
+        shell("Console · Volley", "queue", &c, &h, &data),
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -469,7 +490,11 @@ fn entry_html(
             };
             if let Some(img) = data["image"].as_str() {
                 let alt = data["alt"].as_str().unwrap_or("image");
-                let _ = write!(body, "<p class=\"media\">[image: {}]</p>", esc(&format!("{alt} — {img}")));
+                let _ = write!(
+                    body,
+                    "<p class=\"media\">[image: {}]</p>",
+                    esc(&format!("{alt} — {img}"))
+                );
             }
             if let Some(links) = data["links"].as_array() {
                 for l in links {
@@ -526,10 +551,17 @@ fn entry_html(
             system(t)
         }
         "queue" => system(format!("Told: {}", str_of(data, "text"))),
-        "assigned" => system(format!("Assigned to {} ({})", str_of(data, "agent"), str_of(data, "by"))),
+        "assigned" => system(format!(
+            "Assigned to {} ({})",
+            str_of(data, "agent"),
+            str_of(data, "by")
+        )),
         "note" => (
             "note",
-            format!("{} · private note, only agents see this", esc(str_of(data, "agent"))),
+            format!(
+                "{} · private note, only agents see this",
+                esc(str_of(data, "agent"))
+            ),
             match data["html"].as_str() {
                 Some(html) => html.to_string(),
                 None => esc(str_of(data, "text")),
@@ -550,7 +582,11 @@ fn entry_html(
         }
         "snoozed" => {
             let until = data["until"].as_i64().unwrap_or(0);
-            ("system", String::new(), format!("Snoozed until {}", time_html(until)))
+            (
+                "system",
+                String::new(),
+                format!("Snoozed until {}", time_html(until)),
+            )
         }
         "woke" => system("Back from snooze".into()),
         "transferred" => {
@@ -573,11 +609,15 @@ fn entry_html(
         "error" => system(format!("Error: {}", str_of(data, "message"))),
         other => system(other.replace('_', " ")),
     };
-    let _ = write!(h, "<li class=\"entry {class}\" data-seq=\"{seq}\" data-kind=\"{}\">", esc(kind));
+    let _ = write!(
+        h,
+        "<li class=\"entry {class}\" data-seq=\"{seq}\" data-kind=\"{}\">",
+        esc(kind)
+    );
     if !who.is_empty() {
         let _ = write!(h, "<div class=\"who\">{who}</div>");
     }
-    let _ = write!(h, "<div class=\"body\">{body}</div>{}</li>\n", time_html(at));
+    let _ = writeln!(h, "<div class=\"body\">{body}</div>{}</li>", time_html(at));
 }
 
 /// A JSON value as definition-list rows (`a.b` for nested objects).
@@ -595,7 +635,12 @@ fn dl_rows(h: &mut String, prefix: &str, v: &Value, depth: usize) {
         }
         Value::Null if depth > 0 => {}
         other => {
-            let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", esc(prefix), esc(&text_of(other)));
+            let _ = write!(
+                h,
+                "<dt>{}</dt><dd>{}</dd>",
+                esc(prefix),
+                esc(&text_of(other))
+            );
         }
     }
 }
@@ -627,7 +672,7 @@ pub async fn conversation_page(
 ) -> Response {
     let c = match agent_or_page(console) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let detail: HandoffDetail = match desk_api::detail(
         State(app.clone()),
@@ -661,7 +706,13 @@ pub async fn conversation_page(
     let steps: Vec<String> = app
         .flows
         .latest(&detail.conversation.flow)
-        .map(|p| p.flow.step_ids().take(MAX_STEPS).map(String::from).collect())
+        .map(|p| {
+            p.flow
+                .step_ids()
+                .take(MAX_STEPS)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     let queues: Vec<String> = {
         let mut q: Vec<String> = app.config.handoff.queues.keys().cloned().collect();
@@ -672,7 +723,9 @@ pub async fn conversation_page(
     };
 
     let mut h = String::with_capacity(32 * 1024);
-    h.push_str("<div class=\"workspace\">\n<nav class=\"side-lists\" aria-label=\"Your conversations\">\n");
+    h.push_str(
+        "<div class=\"workspace\">\n<nav class=\"side-lists\" aria-label=\"Your conversations\">\n",
+    );
     // Kept live by the script (the desk stream); the links work without it.
     let open = app.desk.open();
     let me_id = c.staff.id.as_str();
@@ -681,8 +734,8 @@ pub async fn conversation_page(
         .filter(|r| r.status == "assigned" && r.agent_id.as_deref() == Some(me_id))
         .collect();
     let waiting: Vec<&HandoffRow> = open.iter().filter(|r| r.status == "queued").collect();
-    list_html(&mut h, "mine", "Mine", "Nothing assigned to you.", &mine, ListKind::Mine, now, &names);
-    list_html(&mut h, "waiting", "Waiting", "Nobody is waiting.", &waiting, ListKind::Waiting, now, &names);
+    list_html(&mut h, &MINE, &mine, now, &names);
+    list_html(&mut h, &WAITING, &waiting, now, &names);
     h.push_str("</nav>\n<main id=\"main\" class=\"conversation\" tabindex=\"-1\">\n");
 
     // Header: who, where, state.
@@ -692,13 +745,19 @@ pub async fn conversation_page(
         "<header class=\"conv-head\">\n<h1>{}</h1>\n<p class=\"state\" id=\"state\">",
         esc(&title)
     );
-    let _ = write!(h, "<span class=\"flow\">flow {}</span>", esc(&detail.conversation.flow));
+    let _ = write!(
+        h,
+        "<span class=\"flow\">flow {}</span>",
+        esc(&detail.conversation.flow)
+    );
     match hv {
         Some(v) => {
-            let agent = v
-                .agent
-                .as_ref()
-                .map(|a| names.get(a).cloned().unwrap_or_else(|| "another agent".into()));
+            let agent = v.agent.as_ref().map(|a| {
+                names
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| "another agent".into())
+            });
             let _ = write!(
                 h,
                 " · <span class=\"queue\">queue {}</span> · <span class=\"status status-{s}\" id=\"status\">{s}</span>",
@@ -706,10 +765,18 @@ pub async fn conversation_page(
                 s = esc(&v.status)
             );
             if let Some(a) = agent {
-                let _ = write!(h, " · <span class=\"agent\" id=\"assignee\">{}</span>", esc(&a));
+                let _ = write!(
+                    h,
+                    " · <span class=\"agent\" id=\"assignee\">{}</span>",
+                    esc(&a)
+                );
             }
             if v.priority != "normal" {
-                let _ = write!(h, " · <span class=\"prio prio-{p}\">{p}</span>", p = v.priority);
+                let _ = write!(
+                    h,
+                    " · <span class=\"prio prio-{p}\">{p}</span>",
+                    p = v.priority
+                );
             }
         }
         None => h.push_str(" · <span class=\"status\" id=\"status\">never handed off</span>"),
@@ -780,7 +847,7 @@ pub async fn conversation_page(
         entry_html(&mut h, e.seq, &e.kind, e.at, &e.data, &names);
         last_seq = e.seq;
     }
-    h.push_str("</ol>\n<p id=\"typing-note\" class=\"typing-note\" aria-live=\"polite\"></p>\n");
+    h.push_str("</ol>\n");
 
     // The composer.
     h.push_str(
@@ -798,7 +865,9 @@ pub async fn conversation_page(
     );
 
     // The side panel.
-    h.push_str("<aside class=\"side\" aria-label=\"Contact\">\n<section><h2>Contact</h2><dl class=\"kv\">");
+    h.push_str(
+        "<aside class=\"side\" aria-label=\"Contact\">\n<section><h2>Contact</h2><dl class=\"kv\">",
+    );
     dl_rows(&mut h, "", &detail.contact, 0);
     h.push_str("</dl></section>\n<section><h2>Variables</h2><dl class=\"kv\" id=\"variables\">");
     for (k, v) in &detail.variables {
@@ -857,11 +926,25 @@ mod tests {
     fn participant_text_is_escaped_and_server_html_kept() {
         let names = HashMap::new();
         let mut h = String::new();
-        entry_html(&mut h, 3, "input", 0, &json!({"text": "<img src=x onerror=alert(1)>"}), &names);
+        entry_html(
+            &mut h,
+            3,
+            "input",
+            0,
+            &json!({"text": "<img src=x onerror=alert(1)>"}),
+            &names,
+        );
         assert!(h.contains("&lt;img src=x onerror=alert(1)&gt;"), "{h}");
         assert!(!h.contains("<img"), "{h}");
         let mut h = String::new();
-        entry_html(&mut h, 4, "message", 0, &json!({"from": "bot", "text": "**hi**", "html": "<p><strong>hi</strong></p>"}), &names);
+        entry_html(
+            &mut h,
+            4,
+            "message",
+            0,
+            &json!({"from": "bot", "text": "**hi**", "html": "<p><strong>hi</strong></p>"}),
+            &names,
+        );
         assert!(h.contains("<p><strong>hi</strong></p>"), "{h}");
         let mut h = String::new();
         entry_html(&mut h, 5, "set", 0, &json!({}), &names);

@@ -860,3 +860,332 @@ async fn a_participant_talks_to_a_person_and_rates_the_help() {
     b.close().await;
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------
+// The agent console (a page of its own, not the widget)
+
+impl Browser {
+    /// Polls `probe` on a console page (a script returning a value, or null/false while
+    /// not ready); on timeout, fails with what the page shows.
+    async fn page_wait(&self, what: &str, probe: &str, args: Vec<Value>) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self
+                .client
+                .execute(probe, args.clone())
+                .await
+                .expect("script runs");
+            if !v.is_null() && v != Value::Bool(false) {
+                return v;
+            }
+            if started.elapsed() > PATIENCE {
+                let shown = self
+                    .client
+                    .execute(
+                        "const a = document.getElementById('alert');\
+                         return location.pathname + '\\n' + (a && !a.hidden ? 'ALERT: ' + a.innerText + '\\n' : '')\
+                           + (document.body ? document.body.innerText : '');",
+                        vec![],
+                    )
+                    .await
+                    .unwrap_or_default();
+                panic!(
+                    "timed out waiting for {what}\nthe page shows:\n{}",
+                    shown.as_str().unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A console element (CSS selector) once it exists, is shown and enabled.
+    async fn page_control(&self, what: &str, selector: &str) -> Element {
+        let v = self
+            .page_wait(
+                what,
+                "const e = document.querySelector(arguments[0]);\
+                 return e && !e.disabled && e.offsetParent !== null ? e : null;",
+                vec![json!(selector)],
+            )
+            .await;
+        Element::from_element_id(self.client.clone(), element_ref(&v))
+    }
+
+    /// Waits until the page's path is `path`.
+    async fn page_at(&self, path: &str) {
+        self.page_wait(
+            &format!("the page {path}"),
+            "return location.pathname === arguments[0] || null;",
+            vec![json!(path)],
+        )
+        .await;
+    }
+
+    /// The console transcript entry (kind class: `participant`, `agent`, `note`,
+    /// `system`…) whose text contains `text`: its `[who, body text]`.
+    async fn console_entry(&self, class: &str, text: &str) -> Value {
+        self.page_wait(
+            &format!("a {class} entry with {text:?} in the console transcript"),
+            "const e = [...document.querySelectorAll('#log .entry.' + arguments[0])]\
+               .find(e => e.querySelector('.body').innerText.includes(arguments[1]));\
+             return e ? [e.querySelector('.who') ? e.querySelector('.who').innerText : null,\
+                         e.querySelector('.body').innerText] : null;",
+            vec![json!(class), json!(text)],
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_and_a_participant_talk_live_then_the_participant_rates() {
+    use volley_server::auth::{self, NewUser, Role};
+
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(a) = Browser::launch().await else {
+        return;
+    };
+    let Some(b) = Browser::launch().await else {
+        a.close().await;
+        return;
+    };
+    // The test flows (tests/data): `desk` asks a name, then hands off to `support`.
+    let server = TestServer::start().await;
+    let app = server.running.app.clone();
+    let (_, token) = auth::create_user(
+        app.store.as_ref(),
+        app.clock.now_ms(),
+        NewUser {
+            email: "ann@example.com".into(),
+            name: "Ann Agent".into(),
+            role: Role::Agent,
+            capacity: Some(3),
+        },
+    )
+    .await
+    .unwrap();
+    const PASSWORD: &str = "correct-horse-battery";
+
+    // Page A: without a session, the console sends the agent to sign in.
+    a.client.goto(&server.http("/console")).await.unwrap();
+    a.page_at("/console/login").await;
+    // The agent chose a password with their setup link and is signed in. (Set over
+    // HTTP: the browser forms of /console/setup and /console/login are refused while
+    // those pages send `Referrer-Policy: no-referrer`, as Chromium then posts
+    // `Origin: null`.)
+    let session = crate::support::set_password(&server, &token, PASSWORD).await;
+    let cookie = fantoccini::cookies::Cookie::parse(format!(
+        "{}={session}; Path=/; Domain=127.0.0.1; SameSite=Strict; HttpOnly",
+        auth::COOKIE
+    ))
+    .unwrap();
+    a.client.add_cookie(cookie).await.unwrap();
+    a.client.goto(&server.http("/console")).await.unwrap();
+    a.page_at("/console").await;
+    // Live: the desk stream is open, so Ann is online and available.
+    let presence = a
+        .page_wait(
+            "the console live",
+            "const b = document.getElementById('availability');\
+             return document.body.dataset.live === '1' && !b.disabled\
+               ? [b.getAttribute('aria-pressed'), b.innerText.trim()] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(presence, json!(["true", "Available"]));
+    let empty = a
+        .client
+        .execute(
+            "return [document.getElementById('count-mine').innerText, document.getElementById('empty-mine').hidden];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(empty, json!(["0", false]));
+
+    // Page B: a participant answers the bot, then is handed to a person. What they
+    // typed is markup that must never run in the console.
+    b.client.goto(&server.http("/f/desk")).await.unwrap();
+    b.expect_bot("Your name?").await;
+    let name = "Pat <img src=x onerror=\"window.__pwned=1\">";
+    b.type_answer(name).await;
+
+    // Page A, without a reload: the conversation is Ann's (she is online), with a chime.
+    let row = a
+        .page_wait(
+            "the conversation in Mine",
+            "const r = document.querySelector('#list-mine li.row');\
+             return r ? [r.dataset.conversation, r.querySelector('.preview').innerText,\
+                         r.querySelector('.queue').innerText] : null;",
+            vec![],
+        )
+        .await;
+    let conv = row[0].as_str().unwrap().to_string();
+    assert_eq!(row[1], json!(format!("Help {name}")));
+    assert_eq!(row[2], json!("support"));
+    let noticed = a
+        .page_wait(
+            "the new assignment noticed",
+            "return Number(document.body.dataset.assignments || 0) >= 1\
+               ? [document.title, document.getElementById('count-mine').innerText,\
+                  document.getElementById('empty-mine').hidden] : null;",
+            vec![],
+        )
+        .await;
+    assert!(
+        noticed[0].as_str().unwrap().contains("1 mine, 0 waiting"),
+        "{noticed}"
+    );
+    assert_eq!(noticed[1], json!("1"));
+    assert_eq!(noticed[2], json!(true));
+    let png = a.client.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts_dir().join("console-queue.png"), png).unwrap();
+
+    // Ann opens it: the whole transcript, the participant's text as text.
+    let link = a
+        .page_control("the link to the conversation", "#list-mine li.row a")
+        .await;
+    link.click().await.unwrap();
+    a.page_at(&format!("/console/c/{conv}")).await;
+    a.console_entry("bot", "Your name?").await;
+    let answer = a.console_entry("participant", "Pat <img").await;
+    assert_eq!(answer, json!(["Participant", name]));
+    a.console_entry("system", "Assigned to Ann Agent").await;
+    a.page_wait(
+        "the conversation page live",
+        "return document.body.dataset.live === '1' || null;",
+        vec![],
+    )
+    .await;
+
+    // Ann types: the participant sees her typing, then her reply with her name.
+    let reply = a.page_control("the reply box", "#reply").await;
+    reply.send_keys("Hello Pat, I am **here**").await.unwrap();
+    b.wait_for(
+        "Ann's typing indicator",
+        "const r = root.querySelector('.row.agent.typing');\
+         return r && !r.hidden && r.innerText.includes('Ann Agent is typing') || null;",
+        vec![],
+    )
+    .await;
+    reply
+        .send_keys(&char::from(Key::Enter).to_string())
+        .await
+        .unwrap();
+    let bubble = b
+        .wait_for(
+            "Ann's reply in the widget",
+            "const r = [...root.querySelectorAll('.row.agent:not(.typing)')]\
+               .find(r => r.innerText.includes('Hello Pat, I am here'));\
+             return r ? [r.querySelector('.who').innerText, r.querySelectorAll('strong').length] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(bubble, json!(["Ann Agent", 1]));
+    let mine = a.console_entry("agent", "Hello Pat, I am here").await;
+    assert_eq!(mine[0], json!("Ann Agent"));
+    let cleared = a
+        .client
+        .execute("return document.getElementById('reply').value;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(cleared, json!(""));
+
+    // The participant answers: it appears live in the console.
+    b.type_answer("Thanks Ann, it works now").await;
+    a.console_entry("participant", "Thanks Ann, it works now")
+        .await;
+
+    // A private note: in the console, marked as such; never in the widget.
+    // Keyboard: Alt+N turns the note mode on (the focus stays in the reply box).
+    let alt = char::from(Key::Alt);
+    let chord = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: alt })
+        .then(KeyAction::Down { value: 'n' })
+        .then(KeyAction::Up { value: 'n' })
+        .then(KeyAction::Up { value: alt });
+    a.client.perform_actions(chord).await.expect("keys");
+    a.page_wait(
+        "the note mode on",
+        "return document.getElementById('note-toggle').getAttribute('aria-pressed') === 'true'\
+           && document.activeElement.id === 'reply' || null;",
+        vec![],
+    )
+    .await;
+    let reply = a.page_control("the reply box", "#reply").await;
+    reply
+        .send_keys(&format!("Customer is happy{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    let note = a.console_entry("note", "Customer is happy").await;
+    assert!(
+        note[0].as_str().unwrap().contains("only agents see this"),
+        "{note}"
+    );
+
+    // Ann resolves: the participant is asked to rate, and gives 5.
+    let resolve = a.page_control("the resolve button", "#resolve").await;
+    resolve.click().await.unwrap();
+    a.console_entry("system", "Resolved by Ann Agent").await;
+    a.page_wait(
+        "the status resolved",
+        "return document.getElementById('status').innerText === 'resolved' || null;",
+        vec![],
+    )
+    .await;
+    let five = b
+        .control(
+            "the rating button 5",
+            "return [...root.querySelectorAll('.csat button')].find(x => x.innerText.trim() === '5');",
+            vec![],
+        )
+        .await;
+    five.click().await.expect("click");
+    b.wait_for(
+        "the thank-you",
+        "const r = root.querySelector('.csat');\
+         return r && r.innerText.includes('Thank you for your rating') || null;",
+        vec![],
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let row = app.store.handoff(&conv).await.unwrap().expect("a hand-off");
+        if row.csat.is_some() {
+            assert_eq!(row.csat, Some(5));
+            assert_eq!(row.status, "resolved");
+            assert_eq!(
+                row.agent_id.as_deref().map(|a| a.starts_with("usr")),
+                Some(true)
+            );
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the rating was never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The rating reaches the console live too.
+    a.console_entry("system", "Rated 5/5").await;
+
+    // Nothing the participant typed ran or became markup in the console, and the
+    // note never reached the participant.
+    let safe = a
+        .client
+        .execute(
+            "return [window.__pwned === undefined, document.querySelectorAll('#log img, .rows img').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(safe, json!([true, 0]));
+    let widget = b.log_text().await;
+    assert!(!widget.contains("Customer is happy"), "{widget}");
+    a.client
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .unwrap();
+    let png = a.client.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts_dir().join("console-conversation.png"), png).unwrap();
+
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+}

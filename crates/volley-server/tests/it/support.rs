@@ -267,3 +267,46 @@ pub async fn admin(
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
+
+/// Sets a console user's password with their setup token (the form `/console/setup`
+/// posts, sent from this site's origin); the user is then signed in: returns the
+/// session cookie's value.
+pub async fn set_password(server: &TestServer, token: &str, password: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let r = http
+        .post(server.http("/console/setup"))
+        .header("origin", server.http(""))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "token={}&password={}&confirm={}",
+            enc(token),
+            enc(password),
+            enc(password)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "setup answered {}", r.status());
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("volley_session="))
+        .and_then(|v| v.split(';').next())
+        .filter(|v| !v.is_empty())
+        .expect("a session cookie")
+        .to_string()
+}
