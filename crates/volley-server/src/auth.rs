@@ -71,7 +71,7 @@ pub const DEFAULT_CAPACITY: i64 = 5;
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 /// Where a browser goes after signing in. (`/console`, the agent console, will take
 /// this over; the account page stays.)
-pub const AFTER_LOGIN: &str = "/console/account";
+pub const AFTER_LOGIN: &str = "/console";
 
 type Api<T> = Result<T, ApiError>;
 

@@ -129,21 +129,27 @@ pub async fn desk_stream(State(app): State<Arc<App>>, Agent(me): Agent) -> Api<i
     let updates = app.desk.subscribe();
     let presence = Desk::connect(&app, info);
     let shutdown = app.shutdown.clone();
+    let sees_all = is_admin(&me);
+    let me = me.id;
     let events = futures_util::stream::unfold(
-        (updates, presence, shutdown),
-        |(mut updates, presence, mut shutdown)| async move {
-            let frame = tokio::select! {
-                f = updates.recv() => match f {
-                    Ok(f) => f,
-                    // Missed some: the console reloads everything.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => r#"{"type":"reload"}"#.into(),
-                    Err(_) => return None,
-                },
-                _ = shutdown.wait_for(|s| *s) => return None,
+        (updates, presence, shutdown, me),
+        move |(mut updates, presence, mut shutdown, me)| async move {
+            let frame: Arc<str> = loop {
+                tokio::select! {
+                    u = updates.recv() => match u {
+                        // Another agent's conversation changed: not this console's business.
+                        Ok(u) if !sees_all && !u.to.is_empty() && !u.to.contains(&me) => continue,
+                        Ok(u) => break u.frame,
+                        // Missed some: the console reloads everything.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break r#"{"type":"reload"}"#.into(),
+                        Err(_) => return None,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                }
             };
             Some((
                 Ok::<_, Infallible>(Event::default().data(&*frame)),
-                (updates, presence, shutdown),
+                (updates, presence, shutdown, me),
             ))
         },
     );

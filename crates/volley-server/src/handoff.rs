@@ -90,14 +90,16 @@ struct Seat {
 #[derive(Default)]
 struct DeskState {
     open: HashMap<String, HandoffRow>,
+    /// Conversations assigned (not snoozed) per agent, kept with `open`.
+    assigned: HashMap<String, usize>,
     seats: HashMap<String, Seat>,
     /// The queues each agent serves; an agent absent here serves every queue.
     queues_of: HashMap<String, HashSet<String>>,
     tick: u64,
     /// Recent waits to a first human reply, per queue (ms), newest last.
     waits: HashMap<String, VecDeque<i64>>,
-    /// Conversations whose assignment is being written.
-    reserved: HashSet<String>,
+    /// Conversations whose assignment is being written, and to whom.
+    reserved: HashMap<String, String>,
 }
 
 impl DeskState {
@@ -107,21 +109,36 @@ impl DeskState {
             .is_none_or(|queues| queues.contains(queue))
     }
 
-    /// Conversations an agent has now (snoozed ones do not count).
+    /// Conversations an agent has now (snoozed ones do not count), with those being
+    /// assigned to them.
     fn load(&self, agent: &str) -> usize {
-        self.open
-            .values()
-            .filter(|r| r.status == "assigned" && r.agent_id.as_deref() == Some(agent))
-            .count()
-            + self
-                .reserved
-                .iter()
-                .filter(|c| {
-                    self.open
-                        .get(*c)
-                        .is_some_and(|r| r.agent_id.as_deref() == Some(agent))
-                })
-                .count()
+        self.assigned.get(agent).copied().unwrap_or(0)
+            + self.reserved.values().filter(|a| *a == agent).count()
+    }
+
+    /// Replaces (or, resolved, removes) a hand-off, keeping the counts.
+    fn set(&mut self, row: &HandoffRow) -> Option<HandoffRow> {
+        let counted = |r: &HandoffRow| {
+            (r.status == "assigned")
+                .then(|| r.agent_id.clone())
+                .flatten()
+        };
+        let before = if row.status == "resolved" {
+            self.open.remove(&row.conversation_id)
+        } else {
+            self.open.insert(row.conversation_id.clone(), row.clone())
+        };
+        if let Some(agent) = before.as_ref().and_then(counted)
+            && let Some(n) = self.assigned.get_mut(&agent)
+        {
+            *n = n.saturating_sub(1);
+        }
+        if row.status != "resolved"
+            && let Some(agent) = counted(row)
+        {
+            *self.assigned.entry(agent).or_default() += 1;
+        }
+        before
     }
 
     fn taking(&self, queue: &str) -> impl Iterator<Item = (&String, &Seat)> {
@@ -131,10 +148,18 @@ impl DeskState {
     }
 }
 
+/// A change for consoles: a JSON frame, and who it concerns (empty: everyone;
+/// admins see every change).
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub frame: Arc<str>,
+    pub to: Vec<String>,
+}
+
 /// Open hand-offs, the agents online, and who gets what.
 pub struct Desk {
     state: Mutex<DeskState>,
-    updates: broadcast::Sender<Arc<str>>,
+    updates: broadcast::Sender<Update>,
     kick: Notify,
 }
 
@@ -177,10 +202,11 @@ impl Desk {
     /// Loads the open hand-offs and the queues agents serve (at start-up).
     pub fn load(&self, rows: Vec<HandoffRow>, agent_queues: Vec<(String, String)>) {
         let mut st = self.state.lock().expect("desk lock");
-        st.open = rows
-            .into_iter()
-            .map(|r| (r.conversation_id.clone(), r))
-            .collect();
+        st.open.clear();
+        st.assigned.clear();
+        for r in rows {
+            st.set(&r);
+        }
         st.queues_of.clear();
         for (agent, queue) in agent_queues {
             st.queues_of.entry(agent).or_default().insert(queue);
@@ -198,36 +224,52 @@ impl Desk {
     }
 
     /// Records a hand-off as just committed, tells consoles, and looks for agents.
+    /// A change to the waiting list concerns every console; any other (a reply, a
+    /// snooze, a transfer between agents) only the agents it was and is assigned to.
     pub fn put(&self, row: &HandoffRow) {
         let mut st = self.state.lock().expect("desk lock");
-        let before = st.open.get(&row.conversation_id);
-        let first_reply =
-            row.first_reply_at.is_some() && before.is_some_and(|b| b.first_reply_at.is_none());
-        if first_reply && let Some(at) = row.first_reply_at {
+        let before = st.set(row);
+        if let (Some(at), Some(b)) = (row.first_reply_at, &before)
+            && b.first_reply_at.is_none()
+        {
             let waits = st.waits.entry(row.queue.clone()).or_default();
             if waits.len() >= WAIT_SAMPLES {
                 waits.pop_front();
             }
             waits.push_back(at - row.requested_at);
         }
-        if row.status == "resolved" {
-            st.open.remove(&row.conversation_id);
-        } else {
-            st.open.insert(row.conversation_id.clone(), row.clone());
-        }
         drop(st);
+        let waiting = |r: &HandoffRow| r.status == "queued";
+        let to = match &before {
+            Some(b) if !waiting(b) && !waiting(row) => {
+                let mut to: Vec<String> = [&b.agent_id, &row.agent_id]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                to.dedup();
+                to
+            }
+            _ => Vec::new(),
+        };
         let frame = json!({"type": "handoff", "handoff": HandoffView::from(row)}).to_string();
-        let _ = self.updates.send(frame.into());
+        let _ = self.updates.send(Update {
+            frame: frame.into(),
+            to,
+        });
         self.kick.notify_one();
     }
 
     /// Console updates: every hand-off change, and agents coming and going.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
         self.updates.subscribe()
     }
 
     fn agents_changed(&self) {
-        let _ = self.updates.send(r#"{"type":"agents"}"#.into());
+        let _ = self.updates.send(Update {
+            frame: r#"{"type":"agents"}"#.into(),
+            to: Vec::new(),
+        });
         self.kick.notify_one();
     }
 
@@ -291,26 +333,34 @@ impl Desk {
     /// [`Desk::release`].
     fn plan(&self) -> Vec<(String, AgentInfo)> {
         let mut st = self.state.lock().expect("desk lock");
+        let mut load: HashMap<String, usize> = st
+            .seats
+            .iter()
+            .filter(|(_, s)| s.consoles > 0 && s.available)
+            .map(|(id, _)| (id.clone(), st.load(id)))
+            .collect();
+        let room = |st: &DeskState, load: &HashMap<String, usize>| {
+            load.iter()
+                .any(|(id, n)| st.seats.get(id).is_some_and(|s| *n < s.info.capacity))
+        };
+        if !room(&st, &load) {
+            return Vec::new();
+        }
         let mut waiting: Vec<&HandoffRow> = st
             .open
             .values()
-            .filter(|r| r.status == "queued" && !st.reserved.contains(&r.conversation_id))
+            .filter(|r| r.status == "queued" && !st.reserved.contains_key(&r.conversation_id))
             .collect();
         waiting.sort_by(|a, b| waiting_order(a, b));
         let waiting: Vec<(String, String)> = waiting
             .into_iter()
             .map(|r| (r.conversation_id.clone(), r.queue.clone()))
             .collect();
-        let mut load: HashMap<String, usize> = st
-            .seats
-            .keys()
-            .map(|id| (id.clone(), st.load(id)))
-            .collect();
         let mut out = Vec::new();
         for (conv, queue) in waiting {
             let pick = st
                 .taking(&queue)
-                .filter(|(id, s)| load[*id] < s.info.capacity)
+                .filter(|(id, s)| load.get(*id).is_some_and(|n| *n < s.info.capacity))
                 .min_by(|(a_id, a), (b_id, b)| {
                     a.last_assigned
                         .cmp(&b.last_assigned)
@@ -318,14 +368,19 @@ impl Desk {
                         .then(a_id.cmp(b_id))
                 })
                 .map(|(id, s)| (id.clone(), s.info.clone()));
-            let Some((id, info)) = pick else { continue };
+            let Some((id, info)) = pick else {
+                if room(&st, &load) {
+                    continue;
+                }
+                break;
+            };
             st.tick += 1;
             let tick = st.tick;
             if let Some(seat) = st.seats.get_mut(&id) {
                 seat.last_assigned = tick;
             }
-            *load.get_mut(&id).expect("seat") += 1;
-            st.reserved.insert(conv.clone());
+            *load.entry(id.clone()).or_default() += 1;
+            st.reserved.insert(conv.clone(), id);
             out.push((conv, info));
         }
         out

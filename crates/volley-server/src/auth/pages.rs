@@ -47,7 +47,10 @@ fn page(status: StatusCode, html: String) -> Response {
                 "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
             ),
             (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
+            // Not `no-referrer`: Chromium then sends `Origin: null` with form posts,
+            // which the same-origin check refuses. `same-origin` still keeps setup
+            // tokens in URLs away from other sites.
+            (header::REFERRER_POLICY, "same-origin"),
         ],
         html,
     )

@@ -149,7 +149,7 @@ async fn sign_in_sign_out_and_sign_out_everywhere() {
     let a = user(&server, "Agent@Example.com", "agent").await;
     let r = login(&server, "  agent@EXAMPLE.com ", PASSWORD).await;
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/console/account");
+    assert_eq!(r.headers()["location"], "/console");
     let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=604800"] {
         assert!(cookie.contains(attr), "{cookie}");
@@ -404,7 +404,7 @@ async fn a_setup_link_works_once_and_expires() {
     assert!(link.starts_with("/console/setup?token=vs_"), "{link}");
     let page = http().get(server.http(&link)).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
     assert!(page.text().await.unwrap().contains("new@example.com"));
     // Not signed in before the password is set.
     assert_eq!(login(&server, "new@example.com", "").await.status(), 400);

@@ -968,18 +968,28 @@ async fn an_agent_and_a_participant_talk_live_then_the_participant_rates() {
     // Page A: without a session, the console sends the agent to sign in.
     a.client.goto(&server.http("/console")).await.unwrap();
     a.page_at("/console/login").await;
-    // The agent chose a password with their setup link and is signed in. (Set over
-    // HTTP: the browser forms of /console/setup and /console/login are refused while
-    // those pages send `Referrer-Policy: no-referrer`, as Chromium then posts
-    // `Origin: null`.)
-    let session = crate::support::set_password(&server, &token, PASSWORD).await;
-    let cookie = fantoccini::cookies::Cookie::parse(format!(
-        "{}={session}; Path=/; Domain=127.0.0.1; SameSite=Strict; HttpOnly",
-        auth::COOKIE
-    ))
-    .unwrap();
-    a.client.add_cookie(cookie).await.unwrap();
-    a.client.goto(&server.http("/console")).await.unwrap();
+    // The agent sets a password with their one-time link: signed in, on the console.
+    a.client
+        .goto(&server.http(&format!("/console/setup?token={token}")))
+        .await
+        .unwrap();
+    a.page_at("/console/setup").await;
+    for field in ["password", "confirm"] {
+        a.client
+            .find(fantoccini::Locator::Id(field))
+            .await
+            .unwrap()
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+    }
+    a.client
+        .find(fantoccini::Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     a.page_at("/console").await;
     // Live: the desk stream is open, so Ann is online and available.
     let presence = a

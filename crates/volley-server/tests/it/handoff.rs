@@ -320,7 +320,8 @@ async fn transfers_go_to_an_agent_or_back_to_a_queue() {
         .unwrap();
     let row = app.store.handoff(&conv).await.unwrap().unwrap();
     assert_eq!(row.agent_id.as_deref(), Some("b"));
-    // Back to a queue nobody serves now: it waits there.
+    // Back to a queue nobody takes from now (a is away): it waits there.
+    assert!(app.desk.set_available("a", false));
     handoff::transfer(
         app,
         &conv,
@@ -336,7 +337,8 @@ async fn transfers_go_to_an_agent_or_back_to_a_queue() {
         ("queued", "billing")
     );
     assert_eq!(row.agent_id, None);
-    // Agent a has room again and serves every queue: it comes back to them.
+    // Agent a is back, has room and serves every queue: it comes to them.
+    assert!(app.desk.set_available("a", true));
     row_until(&server, &conv, |r| r.agent_id.as_deref() == Some("a")).await;
 }
 
