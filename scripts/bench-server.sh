@@ -81,11 +81,17 @@ timers() {
   $LOAD timers --volley "$VOLLEY" --backlog "${VOLLEY_BACKLOG:-200000}"
 }
 
+handoff() {
+  # 200 agents, 5,000 participants handed off, 100,000 conversations in the store.
+  $LOAD handoff --volley "$VOLLEY"
+}
+
 case "${1:-all}" in
   startup) startup ;;
   throughput) throughput ;;
   idle) idle ;;
   timers) timers ;;
-  all) startup; throughput; idle; timers ;;
-  *) echo "usage: $0 [startup|throughput|idle|timers|all]" >&2; exit 2 ;;
+  handoff) handoff ;;
+  all) startup; throughput; idle; timers; handoff ;;
+  *) echo "usage: $0 [startup|throughput|idle|timers|handoff|all]" >&2; exit 2 ;;
 esac
