@@ -194,6 +194,16 @@ pub fn status_of(awaiting: &Awaiting) -> &'static str {
     }
 }
 
+impl Loaded {
+    /// Remembers a client message id (for idempotent retries), forgetting the oldest.
+    fn remember(&mut self, client_id: &str, seq: i64) {
+        if self.recent.len() >= RECENT_INPUTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((client_id.to_string(), seq));
+    }
+}
+
 struct Loaded {
     flow: Arc<Published>,
     state: State,
@@ -735,10 +745,7 @@ impl Conv {
         let loaded = inner.loaded.as_mut().expect("still loaded");
         let first_seq = last_seq + 1;
         if let Some(cid) = client_id {
-            if loaded.recent.len() >= RECENT_INPUTS {
-                loaded.recent.pop_front();
-            }
-            loaded.recent.push_back((cid.to_string(), first_seq));
+            loaded.remember(cid, first_seq);
         }
         if let Some(after) = state {
             loaded.open_ask = last_ask(&effects);
@@ -1025,10 +1032,7 @@ impl Conv {
         let loaded = inner.loaded.as_mut().expect("still loaded");
         let input_seq = after_seq + 1;
         if let Some(cid) = client_id {
-            if loaded.recent.len() >= RECENT_INPUTS {
-                loaded.recent.pop_front();
-            }
-            loaded.recent.push_back((cid.to_string(), input_seq));
+            loaded.remember(cid, input_seq);
         }
         if turn.effects.iter().any(|e| {
             matches!(

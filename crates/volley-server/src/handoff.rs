@@ -517,6 +517,17 @@ impl From<&HandoffRow> for HandoffView {
     }
 }
 
+/// Back from a snooze: with its agent, or waiting if it has none.
+fn unsnooze(row: &mut HandoffRow) {
+    row.status = if row.agent_id.is_some() {
+        "assigned"
+    } else {
+        "queued"
+    }
+    .into();
+    row.snoozed_until = None;
+}
+
 fn preview(text: &str) -> String {
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(PREVIEW_CHARS) {
@@ -951,13 +962,7 @@ pub async fn wake(app: &App, timer: &TimerRow) -> Result<(), ApiError> {
             let Some(mut row) = row else {
                 return Err(ApiError::conflict("stale", "no longer snoozed"));
             };
-            row.status = if row.agent_id.is_some() {
-                "assigned"
-            } else {
-                "queued"
-            }
-            .into();
-            row.snoozed_until = None;
+            unsnooze(&mut row);
             row.updated_at = now_ms;
             Ok(Manual {
                 entries: vec![wire::entry("woke", &json!({"until": data.until}))],
@@ -1117,13 +1122,7 @@ pub async fn participant_message(
     conv.manual(app, client_id, |now| {
         let mut row = open_row(now)?;
         if row.status == "snoozed" {
-            row.status = if row.agent_id.is_some() {
-                "assigned"
-            } else {
-                "queued"
-            }
-            .into();
-            row.snoozed_until = None;
+            unsnooze(&mut row);
         }
         row.last_message_at = now_ms;
         row.preview = preview(&text);
