@@ -11,7 +11,6 @@ use volley_server::ManualClock;
 
 use crate::support::*;
 
-const PASSWORD: &str = "correct horse battery";
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn start_time() -> jiff::Timestamp {
@@ -24,105 +23,6 @@ async fn server_on(clock: &Arc<ManualClock>) -> TestServer {
 }
 
 /// A client that does not follow redirects (they are what we check).
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-}
-
-/// A JSON call with the admin key: (status, body).
-async fn api(server: &TestServer, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = http()
-        .request(method.parse().unwrap(), server.http(path))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-/// A session: the cookie's token and its CSRF token.
-#[derive(Clone, Debug)]
-struct Session {
-    token: String,
-    csrf: String,
-}
-
-fn session_token(r: &reqwest::Response) -> Option<String> {
-    let c = r.headers().get(SET_COOKIE)?.to_str().ok()?;
-    let token = c.strip_prefix("volley_session=")?.split(';').next()?;
-    (!token.is_empty()).then(|| token.to_string())
-}
-
-async fn me(server: &TestServer, token: &str) -> (u16, Value) {
-    let r = http()
-        .get(server.http("/api/me"))
-        .header(COOKIE, format!("volley_session={token}"))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn session_of(server: &TestServer, token: String) -> Session {
-    let (status, me) = me(server, &token).await;
-    assert_eq!(status, 200, "{me}");
-    Session {
-        token,
-        csrf: me["csrf"].as_str().unwrap().into(),
-    }
-}
-
-/// Creates a user through the API; returns (id, setup link path).
-async fn create_user(server: &TestServer, email: &str, role: &str) -> (String, String) {
-    let (status, v) = api(
-        server,
-        "POST",
-        "/api/users",
-        json!({"email": email, "name": format!("{role} user"), "role": role}),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
-    (
-        v["user"]["id"].as_str().unwrap().into(),
-        v["setup_link"].as_str().unwrap().into(),
-    )
-}
-
-fn token_of(link: &str) -> &str {
-    link.split_once("token=").unwrap().1
-}
-
-async fn post_setup(server: &TestServer, link: &str, pw: &str, confirm: &str) -> reqwest::Response {
-    http()
-        .post(server.http("/console/setup"))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("token", token_of(link)),
-            ("password", pw),
-            ("confirm", confirm),
-        ]))
-        .send()
-        .await
-        .unwrap()
-}
-
-/// A user with a password, signed in (by the setup link).
-async fn user(server: &TestServer, email: &str, role: &str) -> Session {
-    let (_, link) = create_user(server, email, role).await;
-    let r = post_setup(server, &link, PASSWORD, PASSWORD).await;
-    assert_eq!(r.status(), 303);
-    session_of(server, session_token(&r).expect("a session cookie")).await
-}
-
 async fn login(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
     http()
         .post(server.http("/console/login"))

@@ -421,3 +421,290 @@ async fn open_hand_offs_survive_a_restart() {
     let _a = Desk::connect(app, agent("a", 1));
     row_until(&server, &conv, |r| r.status == "assigned").await;
 }
+
+/// A request from a console session (with its CSRF token unless `csrf` is false).
+async fn as_staff(
+    server: &TestServer,
+    s: &Session,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    csrf: bool,
+) -> (u16, Value) {
+    let mut req = http()
+        .request(method.parse().unwrap(), server.http(path))
+        .header(
+            reqwest::header::COOKIE,
+            format!("volley_session={}", s.token),
+        );
+    if csrf {
+        req = req.header("x-csrf-token", &s.csrf);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Reads a Server-Sent Events response until a `data:` line satisfies `ok`.
+async fn sse_until(resp: &mut reqwest::Response, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(i) = buf.find('\n') {
+            let line: String = buf.drain(..=i).collect();
+            if let Some(data) = line.trim_end().strip_prefix("data:")
+                && let Ok(v) = serde_json::from_str::<Value>(data.trim())
+                && ok(&v)
+            {
+                return v;
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("the stream answered in time")
+            .unwrap()
+            .expect("the stream is open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn agents_work_the_desk_over_http() {
+    let server = TestServer::start().await;
+    let app = &server.running.app;
+    let ann = user(&server, "ann@example.com", "agent").await;
+    let bob = user(&server, "bob@example.com", "agent").await;
+    let (_, ann_me) = me(&server, &ann.token).await;
+    let ann_id = ann_me["id"].as_str().unwrap().to_string();
+    // Availability needs an open console.
+    let (status, err) = as_staff(
+        &server,
+        &bob,
+        "POST",
+        "/api/desk/status",
+        Some(json!({"available": false})),
+        true,
+    )
+    .await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("offline")));
+    // Ann opens the console: online, the desk stream tells her what is hers.
+    let mut desk = http()
+        .get(server.http("/api/desk/stream"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("volley_session={}", ann.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(desk.status(), 200);
+    let mut c = handed_off(&server, "Kim").await;
+    let conv = c.conversation();
+    let update = sse_until(&mut desk, |v| {
+        v["type"] == "handoff" && v["handoff"]["status"] == "assigned"
+    })
+    .await;
+    assert_eq!(update["handoff"]["conversation"], conv.as_str());
+    assert_eq!(update["handoff"]["agent"], ann_id.as_str());
+    let (status, view) = as_staff(&server, &ann, "GET", "/api/desk", None, false).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["open"][0]["conversation"], conv.as_str());
+    assert_eq!(view["agents"][0]["load"], 1);
+    // A colleague may not take it or act on it.
+    let reply = |text: &str, id: &str| json!({"id": id, "text": text});
+    let path = |action: &str| format!("/api/handoffs/{conv}/{action}");
+    let (status, err) = as_staff(&server, &bob, "POST", &path("pick"), None, true).await;
+    assert_eq!((status, err["code"].as_str()), (403, Some("not-yours")));
+    let (status, _) = as_staff(
+        &server,
+        &bob,
+        "POST",
+        &path("reply"),
+        Some(reply("hi", "b1")),
+        true,
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Replies: CSRF needed, bad text refused, a retry applied once.
+    let (status, _) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("reply"),
+        Some(reply("Hello Kim", "r1")),
+        false,
+    )
+    .await;
+    assert_eq!(status, 403);
+    for (text, code) in [("   ", "empty"), (&"x".repeat(4001)[..], "too-long")] {
+        let (status, err) = as_staff(
+            &server,
+            &ann,
+            "POST",
+            &path("reply"),
+            Some(reply(text, "bad")),
+            true,
+        )
+        .await;
+        assert_eq!((status, err["code"].as_str()), (422, Some(code)), "{err}");
+    }
+    let (status, first) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("reply"),
+        Some(reply("Hello Kim", "r1")),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let (_, again) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("reply"),
+        Some(reply("Hello Kim", "r1")),
+        true,
+    )
+    .await;
+    assert_eq!(first["seq"], again["seq"]);
+    let msg = c
+        .until(|v| v["event"]["kind"] == "message")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(msg["event"]["agent"], "agent user");
+    let log = app.store.events_after(&conv, 0, 100).await.unwrap();
+    assert_eq!(
+        log.iter().filter(|e| e.data.contains("Hello Kim")).count(),
+        1
+    );
+    // The conversation's own stream shows private entries to agents.
+    let mut watch = http()
+        .get(server.http(&format!("{}?after=0", path("stream"))))
+        .header(
+            reqwest::header::COOKIE,
+            format!("volley_session={}", ann.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("note"),
+        Some(reply("Prefers email", "n1")),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let note = sse_until(&mut watch, |v| v["kind"] == "note").await;
+    assert_eq!(note["data"]["text"], "Prefers email");
+    // Tags: one word each, normalised.
+    let (status, err) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("tags"),
+        Some(json!({"tags": ["two words"]})),
+        true,
+    )
+    .await;
+    assert_eq!((status, err["code"].as_str()), (422, Some("bad-tag")));
+    let (status, _) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("tags"),
+        Some(json!({"tags": ["VIP", "vip", "billing"]})),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Canned responses: admins write them, agents get them filled in.
+    let (status, _) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        "/api/canned",
+        Some(json!({"code": "hi", "title": "Greeting", "body": "x"})),
+        true,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let canned = json!({"code": "hi", "title": "Greeting", "body": "Hi {{ var.name }}, {{ agent.name }} here.{{ nope }}"});
+    let (status, created) = api(&server, "POST", "/api/canned", canned.clone()).await;
+    assert_eq!(status, 200, "{created}");
+    let (status, err) = api(&server, "POST", "/api/canned", canned).await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("code-taken")));
+    let (status, err) = api(
+        &server,
+        "POST",
+        "/api/canned",
+        json!({"code": "a b", "title": "t", "body": "b"}),
+    )
+    .await;
+    assert_eq!((status, err["code"].as_str()), (422, Some("bad-code")));
+    let (status, detail) = as_staff(
+        &server,
+        &ann,
+        "GET",
+        &format!("/api/handoffs/{conv}"),
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["canned"][0]["text"], "Hi Kim, agent user here.");
+    assert_eq!(detail["handoff"]["tags"], json!(["vip", "billing"]));
+    assert_eq!(detail["variables"]["name"], "Kim");
+    assert!(
+        detail["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "note")
+    );
+    // Bad snoozes, transfers and returns change nothing.
+    let before = app.store.events_after(&conv, 0, 1000).await.unwrap().len();
+    for (action, body, status, code) in [
+        ("snooze", json!({"until": 0}), 422, "bad-snooze"),
+        ("transfer", json!({"agent": "nobody"}), 422, "unknown-agent"),
+        ("transfer", json!({}), 400, "bad-json"),
+        (
+            "resolve",
+            json!({"step": "no-such-step"}),
+            422,
+            "invalid-input",
+        ),
+    ] {
+        let (s, err) = as_staff(&server, &ann, "POST", &path(action), Some(body), true).await;
+        assert_eq!(
+            (s, err["code"].as_str()),
+            (status, Some(code)),
+            "{action}: {err}"
+        );
+    }
+    assert_eq!(
+        app.store.events_after(&conv, 0, 1000).await.unwrap().len(),
+        before
+    );
+    // Resolved: listed with the resolved ones, gone from the desk.
+    let (status, _) = as_staff(
+        &server,
+        &ann,
+        "POST",
+        &path("resolve"),
+        Some(json!({})),
+        true,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, resolved) = as_staff(&server, &ann, "GET", "/api/handoffs/resolved", None, false).await;
+    assert_eq!(resolved[0]["conversation"], conv.as_str());
+    let (_, view) = as_staff(&server, &ann, "GET", "/api/desk", None, false).await;
+    assert_eq!(view["open"], json!([]));
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use volley_server::{Config, Running, SystemClock};
@@ -266,4 +267,114 @@ pub async fn admin(
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+// Console accounts (docs/accounts.md): users made through the API, signed in by
+// their setup link.
+
+/// The password test users set.
+pub const PASSWORD: &str = "correct horse battery";
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+/// A JSON call with the admin key: (status, body).
+pub async fn api(server: &TestServer, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = http()
+        .request(method.parse().unwrap(), server.http(path))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A session: the cookie's token and its CSRF token.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: String,
+    pub csrf: String,
+}
+
+pub fn session_token(r: &reqwest::Response) -> Option<String> {
+    let c = r.headers().get(SET_COOKIE)?.to_str().ok()?;
+    let token = c.strip_prefix("volley_session=")?.split(';').next()?;
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+pub async fn me(server: &TestServer, token: &str) -> (u16, Value) {
+    let r = http()
+        .get(server.http("/api/me"))
+        .header(COOKIE, format!("volley_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn session_of(server: &TestServer, token: String) -> Session {
+    let (status, me) = me(server, &token).await;
+    assert_eq!(status, 200, "{me}");
+    Session {
+        token,
+        csrf: me["csrf"].as_str().unwrap().into(),
+    }
+}
+
+/// Creates a user through the API; returns (id, setup link path).
+pub async fn create_user(server: &TestServer, email: &str, role: &str) -> (String, String) {
+    let (status, v) = api(
+        server,
+        "POST",
+        "/api/users",
+        json!({"email": email, "name": format!("{role} user"), "role": role}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    (
+        v["user"]["id"].as_str().unwrap().into(),
+        v["setup_link"].as_str().unwrap().into(),
+    )
+}
+
+pub fn token_of(link: &str) -> &str {
+    link.split_once("token=").unwrap().1
+}
+
+pub async fn post_setup(
+    server: &TestServer,
+    link: &str,
+    pw: &str,
+    confirm: &str,
+) -> reqwest::Response {
+    http()
+        .post(server.http("/console/setup"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("token", token_of(link)),
+            ("password", pw),
+            ("confirm", confirm),
+        ]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A user with a password, signed in (by the setup link).
+pub async fn user(server: &TestServer, email: &str, role: &str) -> Session {
+    let (_, link) = create_user(server, email, role).await;
+    let r = post_setup(server, &link, PASSWORD, PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    session_of(server, session_token(&r).expect("a session cookie")).await
 }
