@@ -450,6 +450,15 @@ impl Conversations {
         map.len()
     }
 
+    /// The conversation if it is in memory (without reading the store).
+    pub fn in_memory_conv(&self, id: &str) -> Option<Arc<Conv>> {
+        self.map
+            .lock()
+            .expect("conversations lock")
+            .get(id)
+            .cloned()
+    }
+
     pub fn in_memory(&self) -> usize {
         self.map.lock().expect("conversations lock").len()
     }

@@ -100,6 +100,8 @@ struct DeskState {
     waits: HashMap<String, VecDeque<i64>>,
     /// Conversations whose assignment is being written, and to whom.
     reserved: HashMap<String, String>,
+    /// The place in line each waiting participant was last told.
+    told: HashMap<String, usize>,
 }
 
 impl DeskState {
@@ -252,12 +254,19 @@ impl Desk {
             }
             _ => Vec::new(),
         };
+        // Assignment (and places in line) can only move when a hand-off arrives,
+        // leaves, or changes status, agent or queue — not with every message.
+        let moves = before.as_ref().is_none_or(|b| {
+            b.status != row.status || b.agent_id != row.agent_id || b.queue != row.queue
+        }) || row.status == "resolved";
         let frame = json!({"type": "handoff", "handoff": HandoffView::from(row)}).to_string();
         let _ = self.updates.send(Update {
             frame: frame.into(),
             to,
         });
-        self.kick.notify_one();
+        if moves {
+            self.kick.notify_one();
+        }
     }
 
     /// Console updates: every hand-off change, and agents coming and going.
@@ -394,11 +403,51 @@ impl Desk {
             .remove(conversation);
     }
 
+    /// Waiting conversations whose place in their queue changed since the participant
+    /// was last told: (conversation, place, expected wait, an agent has room).
+    fn moved_places(&self) -> Vec<(String, usize, Option<i64>, bool)> {
+        let mut st = self.state.lock().expect("desk lock");
+        let mut waiting: Vec<&HandoffRow> =
+            st.open.values().filter(|r| r.status == "queued").collect();
+        waiting.sort_by(|a, b| a.queue.cmp(&b.queue).then(waiting_order(a, b)));
+        let mut places = Vec::with_capacity(waiting.len());
+        let mut queue = "";
+        let mut place = 0;
+        for r in waiting {
+            if r.queue != queue {
+                queue = &r.queue;
+                place = 0;
+            }
+            place += 1;
+            places.push((r.conversation_id.clone(), r.queue.clone(), place));
+        }
+        let mut out = Vec::new();
+        let mut told = HashMap::with_capacity(places.len());
+        for (conv, queue, place) in places {
+            let before = st.told.get(&conv).copied();
+            told.insert(conv.clone(), place);
+            if before.is_some_and(|b| b != place) {
+                let agents = st.taking(&queue).count();
+                let room = st
+                    .taking(&queue)
+                    .any(|(id, s)| st.load(id) < s.info.capacity);
+                out.push((conv, place, agents, room, queue));
+            }
+        }
+        st.told = told;
+        drop(st);
+        out.into_iter()
+            .map(|(conv, place, agents, room, queue)| {
+                (conv, place, self.expected_wait(&queue, place, agents), room)
+            })
+            .collect()
+    }
+
     /// Where a waiting conversation stands: its place in its queue (1 = next) and the
     /// agents available for that queue now.
     /// Also: whether any of those agents has room for one more now.
     fn standing(&self, queue: &str, row: &HandoffRow) -> (usize, usize, bool) {
-        let st = self.state.lock().expect("desk lock");
+        let mut st = self.state.lock().expect("desk lock");
         let ahead = st
             .open
             .values()
@@ -412,7 +461,9 @@ impl Desk {
         let room = st
             .taking(queue)
             .any(|(id, s)| st.load(id) < s.info.capacity);
-        (ahead + 1, st.taking(queue).count(), room)
+        let (agents, place) = (st.taking(queue).count(), ahead + 1);
+        st.told.insert(row.conversation_id.clone(), place);
+        (place, agents, room)
     }
 
     /// The expected wait at `position` from recent real waits in the queue: their
@@ -639,24 +690,46 @@ fn standing_notice(app: &App, row: &HandoffRow, state: &State, now_ms: i64) -> S
         "No one is available right now. Leave your message: a person will reply here as soon as someone is available, even if you have left.".to_string()
     } else {
         standing.expected_wait_ms = app.desk.expected_wait(queue, position, agents);
-        let place = if position == 1 {
-            "You're next in line.".to_string()
-        } else {
-            format!("You're number {position} in line.")
-        };
-        match standing.expected_wait_ms {
-            Some(ms) => {
-                let minutes = (ms as f64 / 60_000.0).ceil().max(1.0) as i64;
-                let unit = if minutes == 1 { "minute" } else { "minutes" };
-                format!("{place} Expected wait: about {minutes} {unit}.")
-            }
-            None if room => format!("{place} A person will be with you shortly."),
-            None => format!(
-                "All our agents are busy right now. {place} A person will reply here as soon as one is free."
-            ),
-        }
+        line_text(position, standing.expected_wait_ms, room)
     };
     standing
+}
+
+/// Where someone stands in line, in words.
+fn line_text(position: usize, expected_wait_ms: Option<i64>, room: bool) -> String {
+    let place = if position == 1 {
+        "You're next in line.".to_string()
+    } else {
+        format!("You're number {position} in line.")
+    };
+    match expected_wait_ms {
+        Some(ms) => {
+            let minutes = (ms as f64 / 60_000.0).ceil().max(1.0) as i64;
+            let unit = if minutes == 1 { "minute" } else { "minutes" };
+            format!("{place} Expected wait: about {minutes} {unit}.")
+        }
+        None if room => format!("{place} A person will be with you shortly."),
+        None => format!(
+            "All our agents are busy right now. {place} A person will reply here as soon as one is free."
+        ),
+    }
+}
+
+/// Tells participants still waiting whose place in line moved where they stand now
+/// (a `queue` signal, not logged: the log keeps the notice given on joining).
+fn tell_new_places(app: &App) {
+    for (conversation, position, expected, room) in app.desk.moved_places() {
+        let Some(conv) = app.convs.in_memory_conv(&conversation) else {
+            continue;
+        };
+        let frame = json!({
+            "type": "queue",
+            "position": position,
+            "expected_wait_ms": expected,
+            "text": line_text(position, expected, room),
+        });
+        conv.signal(frame.to_string());
+    }
 }
 
 /// Runs assignment whenever the desk changes (a hand-off queued or resolved, an agent
@@ -679,6 +752,7 @@ pub async fn run(app: Arc<App>) {
                 tracing::warn!(conversation = %conv, error = %e.message, "assignment failed");
             }
         }
+        tell_new_places(&app);
     }
 }
 

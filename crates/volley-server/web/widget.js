@@ -873,6 +873,13 @@
         if (m.from === 'agent') this.showAgentTyping(!!m.on, m.agent);
         else if (m.on) { this.endReplay(); this.showTyping(true); } else this.showTyping(false);
         break;
+      case 'queue':
+        // The place in line moved (not logged): the latest notice says it now.
+        if (this.queueNote && typeof m.text === 'string') {
+          this.queueNote.textContent = m.text;
+          this.announce(m.text);
+        }
+        break;
       case 'ack': this.onAck(m); break;
       case 'error': this.onError(m); break;
       default: break; // pong and anything newer
@@ -1013,9 +1020,10 @@
         // Where the participant stands, in the server's words (position, expected
         // wait, or when a closed team will reply).
         this.setStatus('human');
-        this.addNote(ev.text ? String(ev.text) : 'A person will reply here as soon as someone is available.', live);
+        this.queueNote = this.addNote(ev.text ? String(ev.text) : 'A person will reply here as soon as someone is available.', live);
         break;
       case 'assigned':
+        this.queueNote = null;
         this.setStatus('human');
         this.setAgent(ev.agent ? String(ev.agent) : null);
         this.addNote((ev.agent ? String(ev.agent) : 'A person from the team') + ' joined the conversation', live);
@@ -1191,6 +1199,7 @@
   };
 
   W.resetView = function () {
+    this.queueNote = null;
     var keep = [this.agentTypingRow, this.typingRow, this.card];
     var kids = Array.prototype.slice.call(this.log.children);
     for (var i = 0; i < kids.length; i++) if (keep.indexOf(kids[i]) < 0) kids[i].remove();
@@ -1420,6 +1429,7 @@
     var row = el('div', 'note', text);
     this.append(row, live);
     if (live) this.announce(text);
+    return row;
   };
 
   W.showTyping = function (on) {

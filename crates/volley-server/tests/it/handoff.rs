@@ -708,3 +708,39 @@ async fn agents_work_the_desk_over_http() {
     let (_, view) = as_staff(&server, &ann, "GET", "/api/desk", None, false).await;
     assert_eq!(view["open"], json!([]));
 }
+
+#[tokio::test]
+async fn waiting_participants_are_told_when_their_place_moves() {
+    let server = TestServer::start().await;
+    let app = &server.running.app;
+    let _a = Desk::connect(app, agent("a", 1));
+    let first = handed_off(&server, "P0").await;
+    row_until(&server, &first.conversation(), |r| r.status == "assigned").await;
+    let second = handed_off(&server, "P1").await;
+    let mut third = handed_off(&server, "P2").await;
+    let told = third.events.last().unwrap()["event"].clone();
+    assert_eq!(told["position"], 2, "{told}");
+    assert!(
+        told["text"]
+            .as_str()
+            .unwrap()
+            .contains("All our agents are busy"),
+        "{told}"
+    );
+    // The agent frees up: P1 is assigned, and P2 hears they are next in line.
+    handoff::resolve(app, &first.conversation(), &actor("a"), false, None)
+        .await
+        .unwrap();
+    row_until(&server, &second.conversation(), |r| r.status == "assigned").await;
+    let moved = third.until(|v| v["type"] == "queue").await.pop().unwrap();
+    assert_eq!(moved["position"], 1, "{moved}");
+    assert!(
+        moved.get("seq").is_none(),
+        "a signal, not a log entry: {moved}"
+    );
+    // Still true: the one agent is busy again (with P1).
+    assert_eq!(
+        moved["text"],
+        "All our agents are busy right now. You're next in line. A person will reply here as soon as one is free.",
+    );
+}
