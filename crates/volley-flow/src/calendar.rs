@@ -259,6 +259,26 @@ impl Calendar {
         periods.run_end(end)
     }
 
+    /// True when the calendar is open at every instant of `from..to` (back-to-back
+    /// periods count as one). Looks only as far as `to`, so it stays cheap for
+    /// calendars open around the clock (events check that a showing fits).
+    pub fn is_open_throughout(&self, from: Timestamp, to: Timestamp) -> bool {
+        let mut periods = self.periods(from);
+        let Some((start, mut end)) = periods.find_after(from) else {
+            return false;
+        };
+        if start > from {
+            return false;
+        }
+        while end < to {
+            match periods.next() {
+                Some((s, e)) if s <= end => end = end.max(e),
+                _ => return false,
+            }
+        }
+        true
+    }
+
     fn periods(&self, from: Timestamp) -> Periods<'_> {
         Periods::new(&self.week, &self.tz, &self.closed, from)
     }
