@@ -514,7 +514,7 @@ impl Lowerer<'_> {
                 None => vec![("any", None)],
                 Some(ds) => match &ds.value {
                     DaysDoc::One(one) => vec![(one.as_str(), sp(ds))],
-                    DaysDoc::Many(list) => list.iter().map(|x| (x.value.as_str(), sp(x))).collect(),
+                    DaysDoc::Many(list) => list.iter().map(|x| (x.as_str(), sp(ds))).collect(),
                 },
             };
             if items.is_empty() {
@@ -1033,14 +1033,14 @@ fn is_web_url(u: &str) -> bool {
     }) && u.len() <= MAX_MEDIA_REF_BYTES
 }
 
-/// `42m30s`, `1h`, `0s`: a duration the way authors write it.
+/// `42m30s`, `1h`, `0s`, `25h`: a duration the way authors write it.
 pub(crate) fn fmt_duration(d: SignedDuration) -> String {
     let mut secs = d.as_secs().unsigned_abs();
     let mut out = String::new();
     if d.is_negative() {
         out.push('-');
     }
-    for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+    for (unit, n) in [("h", 3_600), ("m", 60)] {
         if secs >= n {
             out.push_str(&format!("{}{unit}", secs / n));
             secs %= n;

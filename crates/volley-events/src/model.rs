@@ -95,12 +95,13 @@ pub(crate) struct LocalDoc {
     pub days: Option<Sp<DaysDoc>>,
 }
 
-/// `days: weekdays` or `days: [tue, thu]`.
+/// `days: weekdays` or `days: [tue, thu]` (untagged: serde buffers the value, so the
+/// items carry no spans of their own; problems point at the whole `days`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum DaysDoc {
     One(String),
-    Many(Vec<Sp<String>>),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
