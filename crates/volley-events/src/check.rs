@@ -588,7 +588,7 @@ impl Lowerer<'_> {
         }
         Some(Recurring {
             expression: c.value.trim().to_string(),
-            cron,
+            cron: Box::new(cron),
         })
     }
 

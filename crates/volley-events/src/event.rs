@@ -103,7 +103,7 @@ pub enum Schedule {
 pub struct Recurring {
     /// The expression as written.
     pub expression: String,
-    pub(crate) cron: croner::Cron,
+    pub(crate) cron: Box<croner::Cron>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -14,7 +14,11 @@ fn diagnostics_match_fixtures() {
     for path in files_with(&dir, "yaml") {
         let src = std::fs::read_to_string(&path).unwrap();
         let checked = volley_events::compile(&src);
-        assert!(checked.event.is_none(), "{} should not compile", path.display());
+        assert!(
+            checked.event.is_none(),
+            "{} should not compile",
+            path.display()
+        );
         let name = path.file_name().unwrap().to_str().unwrap();
         let rendered: String = checked
             .diagnostics
@@ -25,7 +29,10 @@ fn diagnostics_match_fixtures() {
             errors.push(e);
         }
         for d in &checked.diagnostics {
-            let span = d.span.as_ref().unwrap_or_else(|| panic!("{name}: no span: {d:?}"));
+            let span = d
+                .span
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no span: {d:?}"));
             assert!(span.end <= src.len() + 1 && d.line > 0, "{name}: {d:?}");
         }
     }
@@ -38,7 +45,12 @@ fn fixtures_cover_every_code() {
     let mut seen = BTreeSet::new();
     for path in files_with(&data_dir().join("check"), "yaml") {
         let src = std::fs::read_to_string(&path).unwrap();
-        seen.extend(volley_events::compile(&src).diagnostics.iter().map(|d| d.code));
+        seen.extend(
+            volley_events::compile(&src)
+                .diagnostics
+                .iter()
+                .map(|d| d.code),
+        );
     }
     let all = [
         "cron-never-fires",
@@ -86,7 +98,10 @@ fn the_example_event_is_clean() {
     assert_eq!(e.id, "product-launch");
     assert_eq!(e.label, "Premiere · pre-recorded");
     assert_eq!(e.media.source, MediaSource::File("launch.mp4".into()));
-    assert_eq!(e.media.duration, mins(42) + jiff::SignedDuration::from_secs(30));
+    assert_eq!(
+        e.media.duration,
+        mins(42) + jiff::SignedDuration::from_secs(30)
+    );
     assert_eq!(e.media.chapters.len(), 3);
     assert!(matches!(e.schedule, Schedule::Recurring(_)));
     assert_eq!(e.replay_window, jiff::SignedDuration::from_hours(7 * 24));
@@ -94,8 +109,13 @@ fn the_example_event_is_clean() {
     let offsets: Vec<&str> = e.reminders.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(offsets, ["24h", "1h", "5m"]);
     assert_eq!(e.timeline.len(), 5);
-    let CueKind::Poll(p) = &e.timeline[1].kind else { panic!("a poll") };
-    assert_eq!((p.close_at, p.results_at, p.multiple), (mins(12), mins(12), false));
+    let CueKind::Poll(p) = &e.timeline[1].kind else {
+        panic!("a poll")
+    };
+    assert_eq!(
+        (p.close_at, p.results_at, p.multiple),
+        (mins(12), mins(12), false)
+    );
 }
 
 #[test]
@@ -107,7 +127,12 @@ fn a_too_large_file_is_refused_before_parsing() {
 
 #[test]
 fn the_label_defaults_and_can_be_reworded() {
-    let e = event("UTC", "1h", "{ once: 2026-12-10T19:00 }", "label: Avant-première · enregistrée\n");
+    let e = event(
+        "UTC",
+        "1h",
+        "{ once: 2026-12-10T19:00 }",
+        "label: Avant-première · enregistrée\n",
+    );
     assert_eq!(e.label, "Avant-première · enregistrée");
     assert_eq!(e.replay_label, "Replay · pre-recorded");
 }

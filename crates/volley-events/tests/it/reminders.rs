@@ -28,9 +28,21 @@ fn an_early_registrant_gets_every_reminder_in_order() {
     assert_eq!(
         summary(&r),
         [
-            ("2026-12-09T18:00:00Z".into(), "24h".into(), ReminderKind::Before),
-            ("2026-12-10T17:00:00Z".into(), "1h".into(), ReminderKind::Before),
-            ("2026-12-10T17:55:00Z".into(), "5m".into(), ReminderKind::Before),
+            (
+                "2026-12-09T18:00:00Z".into(),
+                "24h".into(),
+                ReminderKind::Before
+            ),
+            (
+                "2026-12-10T17:00:00Z".into(),
+                "1h".into(),
+                ReminderKind::Before
+            ),
+            (
+                "2026-12-10T17:55:00Z".into(),
+                "5m".into(),
+                ReminderKind::Before
+            ),
         ]
     );
     assert_eq!(r[1].offset, mins(60));
@@ -43,13 +55,28 @@ fn a_late_registrant_gets_the_reminders_still_ahead() {
     assert_eq!(
         summary(&r),
         [
-            ("2026-12-10T17:00:00Z".into(), "1h".into(), ReminderKind::Before),
-            ("2026-12-10T17:55:00Z".into(), "5m".into(), ReminderKind::Before),
+            (
+                "2026-12-10T17:00:00Z".into(),
+                "1h".into(),
+                ReminderKind::Before
+            ),
+            (
+                "2026-12-10T17:55:00Z".into(),
+                "5m".into(),
+                ReminderKind::Before
+            ),
         ]
     );
     // Exactly at a reminder's time: that one has passed.
     let r = reminders_for(&e, &o, ts("2026-12-10T17:00:00Z"));
-    assert_eq!(summary(&r), [("2026-12-10T17:55:00Z".into(), "5m".into(), ReminderKind::Before)]);
+    assert_eq!(
+        summary(&r),
+        [(
+            "2026-12-10T17:55:00Z".into(),
+            "5m".into(),
+            ReminderKind::Before
+        )]
+    );
 }
 
 #[test]
@@ -57,11 +84,17 @@ fn registering_inside_the_last_window_sends_starting_soon_at_once() {
     let (e, o) = launch();
     let at = ts("2026-12-10T17:56:40Z");
     let r = reminders_for(&e, &o, at);
-    assert_eq!(summary(&r), [(at.to_string(), "3m20s".into(), ReminderKind::StartingSoon)]);
+    assert_eq!(
+        summary(&r),
+        [(at.to_string(), "3m20s".into(), ReminderKind::StartingSoon)]
+    );
     assert_eq!(r[0].offset, jiff::SignedDuration::from_secs(200));
     // At the very start of the window too.
     let at = ts("2026-12-10T17:55:00Z");
-    assert_eq!(reminders_for(&e, &o, at)[0].kind, ReminderKind::StartingSoon);
+    assert_eq!(
+        reminders_for(&e, &o, at)[0].kind,
+        ReminderKind::StartingSoon
+    );
 }
 
 #[test]
@@ -69,7 +102,10 @@ fn registering_after_the_start_gets_live_now_then_nothing() {
     let (e, o) = launch();
     let at = ts("2026-12-10T18:10:00Z");
     let r = reminders_for(&e, &o, at);
-    assert_eq!(summary(&r), [(at.to_string(), "live".into(), ReminderKind::LiveNow)]);
+    assert_eq!(
+        summary(&r),
+        [(at.to_string(), "live".into(), ReminderKind::LiveNow)]
+    );
     assert_eq!(r[0].offset, -mins(10));
     assert!(reminders_for(&e, &o, o.ends_at).is_empty());
 }

@@ -26,7 +26,12 @@ fn once_at_a_local_time_or_an_offset() {
             .starts_at,
         ts("2026-12-10T18:00:00Z")
     );
-    let offset = event("Asia/Kolkata", "1h", "{ once: \"2026-12-10T19:00+01:00\" }", "");
+    let offset = event(
+        "Asia/Kolkata",
+        "1h",
+        "{ once: \"2026-12-10T19:00+01:00\" }",
+        "",
+    );
     assert_eq!(
         next_occurrence(&offset, ts("2026-01-01T00:00:00Z"), None)
             .unwrap()
@@ -77,7 +82,12 @@ fn recurring_keeps_local_time_across_berlin_dst_end() {
 
 #[test]
 fn recurring_in_the_new_york_spring_gap_and_autumn_fold() {
-    let e = event("America/New_York", "20m", "{ recurring: { cron: \"30 2 * * *\" } }", "");
+    let e = event(
+        "America/New_York",
+        "20m",
+        "{ recurring: { cron: \"30 2 * * *\" } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2026-03-07T00:00:00Z", "2026-03-10T00:00:00Z", None),
         [
@@ -86,7 +96,12 @@ fn recurring_in_the_new_york_spring_gap_and_autumn_fold() {
             "2026-03-09T06:30:00Z", // 02:30 EDT
         ]
     );
-    let e = event("America/New_York", "20m", "{ recurring: { cron: \"30 1 * * *\" } }", "");
+    let e = event(
+        "America/New_York",
+        "20m",
+        "{ recurring: { cron: \"30 1 * * *\" } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2026-10-31T00:00:00Z", "2026-11-03T00:00:00Z", None),
         [
@@ -101,7 +116,12 @@ fn recurring_in_the_new_york_spring_gap_and_autumn_fold() {
 fn lord_howe_half_hour_shift() {
     // Lord Howe Island: +10:30, +11:00 in summer; clocks go 02:00 → 02:30 on
     // 2026-10-04 and 02:00 → 01:30 on 2026-04-05.
-    let e = event("Australia/Lord_Howe", "10m", "{ recurring: { cron: \"15 2 * * *\" } }", "");
+    let e = event(
+        "Australia/Lord_Howe",
+        "10m",
+        "{ recurring: { cron: \"15 2 * * *\" } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2026-10-02T00:00:00Z", "2026-10-05T00:00:00Z", None),
         [
@@ -110,7 +130,12 @@ fn lord_howe_half_hour_shift() {
             "2026-10-04T15:15:00Z", // 02:15 +11:00
         ]
     );
-    let e = event("Australia/Lord_Howe", "10m", "{ recurring: { cron: \"45 1 * * *\" } }", "");
+    let e = event(
+        "Australia/Lord_Howe",
+        "10m",
+        "{ recurring: { cron: \"45 1 * * *\" } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2026-04-03T00:00:00Z", "2026-04-06T00:00:00Z", None),
         [
@@ -123,7 +148,12 @@ fn lord_howe_half_hour_shift() {
 
 #[test]
 fn just_in_time_aligns_to_the_local_clock_in_kolkata() {
-    let e = event("Asia/Kolkata", "45m", "{ just_in_time: { every: 15m } }", "");
+    let e = event(
+        "Asia/Kolkata",
+        "45m",
+        "{ just_in_time: { every: 15m } }",
+        "",
+    );
     // 15:37 IST → the next slot is 15:45 IST.
     let o = next_occurrence(&e, ts("2026-06-01T10:07:00Z"), None).unwrap();
     assert_eq!(o.starts_at, ts("2026-06-01T10:15:00Z"));
@@ -141,7 +171,12 @@ fn just_in_time_aligns_to_the_local_clock_in_kolkata() {
 fn just_in_time_across_dst_follows_the_rule() {
     // New York spring gap: 02:00 and 02:30 resolve to 03:00 and 03:30, the same
     // instants as the real 03:00 and 03:30 slots: one showing each.
-    let e = event("America/New_York", "20m", "{ just_in_time: { every: 30m } }", "");
+    let e = event(
+        "America/New_York",
+        "20m",
+        "{ just_in_time: { every: 30m } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2026-03-08T06:00:00Z", "2026-03-08T08:30:00Z", None),
         [
@@ -154,7 +189,12 @@ fn just_in_time_across_dst_follows_the_rule() {
     );
     // Berlin fall back (03:00 CEST → 02:00 CET): the repeated 02:00 and 02:30 take the
     // first occurrence, so the second pass has no slots.
-    let e = event("Europe/Berlin", "20m", "{ just_in_time: { every: 30m } }", "");
+    let e = event(
+        "Europe/Berlin",
+        "20m",
+        "{ just_in_time: { every: 30m } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2026-10-24T23:30:00Z", "2026-10-25T02:30:00Z", None),
         [
@@ -169,7 +209,12 @@ fn just_in_time_across_dst_follows_the_rule() {
 #[test]
 fn hours_of_operation_skip_slots_that_do_not_fit() {
     let hours = "hours: { timezone: Europe/Berlin, hours: { mon-fri: \"09:00-21:00\" }, closed: [\"2026-12-24..2026-12-25\"] }\n";
-    let e = event("Europe/Berlin", "42m30s", "{ just_in_time: { every: 30m } }", hours);
+    let e = event(
+        "Europe/Berlin",
+        "42m30s",
+        "{ just_in_time: { every: 30m } }",
+        hours,
+    );
     // Friday 2026-12-11: 09:00 … 20:00 fit (20:00 + 42m30s = 20:42:30); 20:30 would end
     // at 21:12:30, so it is skipped, not moved; the weekend has none.
     let s = starts(&e, "2026-12-11T00:00:00Z", "2026-12-14T08:00:00Z", None);
@@ -204,13 +249,28 @@ fn blackout_dates_skip_whole_days() {
 
 #[test]
 fn month_ends_and_leap_years() {
-    let e = event("Europe/Berlin", "1h", "{ recurring: { cron: \"0 12 31 * *\" } }", "");
+    let e = event(
+        "Europe/Berlin",
+        "1h",
+        "{ recurring: { cron: \"0 12 31 * *\" } }",
+        "",
+    );
     let s = starts(&e, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", None);
     assert_eq!(s.len(), 7, "months with 31 days: {s:?}");
-    let e = event("Europe/Berlin", "1h", "{ recurring: { cron: \"0 12 29 2 *\" } }", "");
+    let e = event(
+        "Europe/Berlin",
+        "1h",
+        "{ recurring: { cron: \"0 12 29 2 *\" } }",
+        "",
+    );
     let o = next_occurrence(&e, ts("2026-03-01T00:00:00Z"), None).unwrap();
     assert_eq!(o.starts_at, ts("2028-02-29T11:00:00Z"));
-    let e = event("America/New_York", "1h", "{ recurring: { cron: \"0 18 L * *\" } }", "");
+    let e = event(
+        "America/New_York",
+        "1h",
+        "{ recurring: { cron: \"0 18 L * *\" } }",
+        "",
+    );
     assert_eq!(
         starts(&e, "2028-01-15T00:00:00Z", "2028-04-01T00:00:00Z", None),
         [
@@ -229,9 +289,19 @@ fn local_slots_are_per_viewer() {
         "{ local: { at: \"19:00\", days: [tue, thu] } }",
         "",
     );
-    let tokyo = starts(&e, "2026-12-01T00:00:00Z", "2026-12-04T00:00:00Z", Some("Asia/Tokyo"));
+    let tokyo = starts(
+        &e,
+        "2026-12-01T00:00:00Z",
+        "2026-12-04T00:00:00Z",
+        Some("Asia/Tokyo"),
+    );
     assert_eq!(tokyo, ["2026-12-01T10:00:00Z", "2026-12-03T10:00:00Z"]);
-    let ny = starts(&e, "2026-12-01T00:00:00Z", "2026-12-04T00:00:00Z", Some("America/New_York"));
+    let ny = starts(
+        &e,
+        "2026-12-01T00:00:00Z",
+        "2026-12-04T00:00:00Z",
+        Some("America/New_York"),
+    );
     assert_eq!(ny, ["2026-12-02T00:00:00Z"]); // Tue 19:00 EST; Thu's is on the 4th UTC
     // Without a viewer zone: the event's.
     let berlin = starts(&e, "2026-12-01T00:00:00Z", "2026-12-04T00:00:00Z", None);
@@ -247,7 +317,12 @@ fn local_slots_are_per_viewer() {
 fn local_slots_in_the_viewers_dst_gap() {
     let e = event("UTC", "30m", "{ local: { at: \"02:30\" } }", "");
     assert_eq!(
-        starts(&e, "2026-03-07T00:00:00Z", "2026-03-10T00:00:00Z", Some("America/New_York")),
+        starts(
+            &e,
+            "2026-03-07T00:00:00Z",
+            "2026-03-10T00:00:00Z",
+            Some("America/New_York")
+        ),
         [
             "2026-03-07T07:30:00Z",
             "2026-03-08T07:30:00Z", // 03:30 EDT
@@ -258,7 +333,12 @@ fn local_slots_in_the_viewers_dst_gap() {
 
 #[test]
 fn on_demand_starts_on_arrival_within_hours() {
-    let e = event("Europe/Berlin", "30m", "{ on_demand: true }", "replay: { window: 0 }\n");
+    let e = event(
+        "Europe/Berlin",
+        "30m",
+        "{ on_demand: true }",
+        "replay: { window: 0 }\n",
+    );
     let now = ts("2026-12-12T03:00:00Z");
     let o = next_occurrence(&e, now, None).unwrap();
     assert_eq!(o.starts_at, now);
@@ -267,12 +347,21 @@ fn on_demand_starts_on_arrival_within_hours() {
     assert!(occurrences(&e, now, ts("2026-12-13T00:00:00Z"), None).is_empty());
     // On-demand is a replay from the start: labelled as one, seeking allowed.
     let p = phase(&o, now + mins(5));
-    assert_eq!(p, Phase::Replay { replay_until: o.ends_at });
+    assert_eq!(
+        p,
+        Phase::Replay {
+            replay_until: o.ends_at
+        }
+    );
     assert_eq!(e.label_for(&p), "Replay · pre-recorded");
-    assert_eq!(allowed_position(&o, now + mins(5), mins(20)), Some(mins(20)));
+    assert_eq!(
+        allowed_position(&o, now + mins(5), mins(20)),
+        Some(mins(20))
+    );
     assert_eq!(phase(&o, o.ends_at), Phase::Over);
 
-    let hours = "hours: { timezone: Europe/Berlin, hours: { daily: \"09:00-09:20, 10:00-18:00\" } }\n";
+    let hours =
+        "hours: { timezone: Europe/Berlin, hours: { daily: \"09:00-09:20, 10:00-18:00\" } }\n";
     let e = event("Europe/Berlin", "30m", "{ on_demand: true }", hours);
     // Saturday 03:00 Berlin: closed; 09:00-09:20 is too short for 30 minutes; 10:00.
     let o = next_occurrence(&e, ts("2026-12-12T02:00:00Z"), None).unwrap();
@@ -302,15 +391,29 @@ fn phases_of_a_showing() {
     assert_eq!(live, Phase::Live { position: mins(10) });
     assert_eq!(e.label_for(&live), "Premiere · pre-recorded");
     // Live: no seeking ahead of the live position; behind is fine.
-    assert_eq!(allowed_position(&o, ts("2026-12-10T18:10:00Z"), mins(30)), Some(mins(10)));
-    assert_eq!(allowed_position(&o, ts("2026-12-10T18:10:00Z"), mins(3)), Some(mins(3)));
+    assert_eq!(
+        allowed_position(&o, ts("2026-12-10T18:10:00Z"), mins(30)),
+        Some(mins(10))
+    );
+    assert_eq!(
+        allowed_position(&o, ts("2026-12-10T18:10:00Z"), mins(3)),
+        Some(mins(3))
+    );
     assert_eq!(
         phase(&o, ts("2026-12-10T18:42:30Z")),
-        Phase::Replay { replay_until: ts("2026-12-17T18:42:30Z") }
+        Phase::Replay {
+            replay_until: ts("2026-12-17T18:42:30Z")
+        }
     );
-    assert_eq!(allowed_position(&o, ts("2026-12-11T00:00:00Z"), mins(40)), Some(mins(40)));
+    assert_eq!(
+        allowed_position(&o, ts("2026-12-11T00:00:00Z"), mins(40)),
+        Some(mins(40))
+    );
     assert_eq!(phase(&o, ts("2026-12-17T18:42:30Z")), Phase::Over);
-    assert_eq!(allowed_position(&o, ts("2026-12-17T18:42:30Z"), mins(1)), None);
+    assert_eq!(
+        allowed_position(&o, ts("2026-12-17T18:42:30Z"), mins(1)),
+        None
+    );
     // Without replay, the end is the end.
     let e = event("Europe/Berlin", "42m30s", "{ once: 2026-12-10T19:00 }", "");
     let o = next_occurrence(&e, ts("2026-12-01T00:00:00Z"), None).unwrap();
@@ -319,23 +422,39 @@ fn phases_of_a_showing() {
 
 #[test]
 fn a_late_joiner_joins_the_live_showing() {
-    let e = event("Europe/Berlin", "42m", "{ just_in_time: { every: 15m } }", "");
+    let e = event(
+        "Europe/Berlin",
+        "42m",
+        "{ just_in_time: { every: 15m } }",
+        "",
+    );
     // 10:20 UTC: the 10:15 showing is 5 minutes in (the 10:00 one too, 20 in): join
     // the latest one that is live.
     let o = current_or_next(&e, ts("2026-12-10T10:20:00Z"), None).unwrap();
     assert_eq!(o.starts_at, ts("2026-12-10T10:15:00Z"));
     let once = event("Europe/Berlin", "42m", "{ once: 2026-12-10T19:00 }", "");
     let o = current_or_next(&once, ts("2026-12-10T18:30:00Z"), None).unwrap();
-    assert_eq!(phase(&o, ts("2026-12-10T18:30:00Z")), Phase::Live { position: mins(30) });
+    assert_eq!(
+        phase(&o, ts("2026-12-10T18:30:00Z")),
+        Phase::Live { position: mins(30) }
+    );
     assert!(current_or_next(&once, ts("2026-12-10T18:42:00Z"), None).is_none());
 }
 
 #[test]
 fn occurrences_are_capped() {
     let e = event("UTC", "10m", "{ just_in_time: { every: 5m } }", "");
-    let all = occurrences(&e, ts("2026-01-01T00:00:00Z"), ts("2027-01-01T00:00:00Z"), None);
+    let all = occurrences(
+        &e,
+        ts("2026-01-01T00:00:00Z"),
+        ts("2027-01-01T00:00:00Z"),
+        None,
+    );
     assert_eq!(all.len(), volley_events::MAX_OCCURRENCES);
-    assert!(all.windows(2).all(|w| w[0].starts_at + mins(5) == w[1].starts_at));
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].starts_at + mins(5) == w[1].starts_at)
+    );
 }
 
 #[test]

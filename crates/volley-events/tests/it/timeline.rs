@@ -36,8 +36,14 @@ fn cues_fire_in_half_open_windows_in_order() {
         kinds(cues_between(&e, mins(10), mins(25))),
         ["poll:fav@10", "offer:early-bird@15", "qa@20"]
     );
-    assert_eq!(kinds(cues_between(&e, mins(25), mins(26))), ["flow:product-quiz@25"]);
-    assert_eq!(kinds(cues_between(&e, mins(26), mins(99))), Vec::<String>::new());
+    assert_eq!(
+        kinds(cues_between(&e, mins(25), mins(26))),
+        ["flow:product-quiz@25"]
+    );
+    assert_eq!(
+        kinds(cues_between(&e, mins(26), mins(99))),
+        Vec::<String>::new()
+    );
     assert_eq!(cues_between(&e, mins(0), mins(43)).count(), 5);
 }
 
