@@ -830,6 +830,28 @@ mod tests {
     }
 
     #[test]
+    fn open_throughout_needs_one_unbroken_run() {
+        let c = Calendar::new(
+            "Europe/Berlin",
+            [
+                ("mon-fri", "09:00-12:00, 12:00-17:00"),
+                ("sat", "22:00-02:00"),
+            ],
+            ["2026-12-25"],
+        )
+        .unwrap();
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Thursday 2026-12-10, back-to-back ranges make one run.
+        assert!(c.is_open_throughout(t("2026-12-10T10:30:00Z"), t("2026-12-10T11:30:00Z")));
+        assert!(c.is_open_throughout(t("2026-12-10T08:00:00Z"), t("2026-12-10T16:00:00Z")));
+        assert!(!c.is_open_throughout(t("2026-12-10T15:30:00Z"), t("2026-12-10T16:30:00Z")));
+        assert!(!c.is_open_throughout(t("2026-12-10T07:30:00Z"), t("2026-12-10T08:30:00Z")));
+        // Across midnight on Saturday night; a closed date closes its day.
+        assert!(c.is_open_throughout(t("2026-12-12T22:30:00Z"), t("2026-12-13T00:30:00Z")));
+        assert!(!c.is_open_throughout(t("2026-12-25T10:00:00Z"), t("2026-12-25T10:30:00Z")));
+    }
+
+    #[test]
     fn quiet_hours_reject_empty_and_endless_periods() {
         assert_eq!(
             QuietHours::new("21:00", "21:00", &[]).unwrap_err()[0].part,
