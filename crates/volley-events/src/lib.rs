@@ -32,3 +32,9 @@ pub use schedule::{
 };
 pub use timeline::{ActiveState, active_at, cues_between, replay_cues};
 pub use volley_flow::{Diagnostic, Severity};
+
+/// True when `src` looks like an event file rather than a flow: it has a top-level
+/// `event:` key (flows have `id:`). Lets `volley check` take both from one directory.
+pub fn is_event_source(src: &str) -> bool {
+    src.lines().any(|l| l.starts_with("event:"))
+}

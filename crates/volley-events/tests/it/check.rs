@@ -136,3 +136,14 @@ fn the_label_defaults_and_can_be_reworded() {
     assert_eq!(e.label, "Avant-première · enregistrée");
     assert_eq!(e.replay_label, "Replay · pre-recorded");
 }
+
+#[test]
+fn event_files_are_told_apart_from_flows() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let event = std::fs::read_to_string(dir.join("events/product-launch.yaml")).unwrap();
+    assert!(volley_events::is_event_source(&event));
+    for flow in files_with(&dir, "yaml") {
+        let src = std::fs::read_to_string(&flow).unwrap();
+        assert!(!volley_events::is_event_source(&src), "{}", flow.display());
+    }
+}

@@ -468,3 +468,18 @@ fn a_schedule_that_never_opens_again_ends() {
     );
     assert_eq!(next_occurrence(&e, ts("2026-06-01T00:00:00Z"), None), None);
 }
+
+#[test]
+fn cron_day_of_month_or_day_of_week() {
+    // Classic cron: with both given, either matches (the 13th, and every Friday).
+    let e = event(
+        "Europe/Berlin",
+        "1h",
+        "{ recurring: { cron: \"0 12 13 * 5\" } }",
+        "",
+    );
+    let nov = starts(&e, "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z", None);
+    assert_eq!(nov.len(), 4, "Fridays 6, 13, 20, 27: {nov:?}");
+    let dec = starts(&e, "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z", None);
+    assert_eq!(dec.len(), 5, "Fridays 4, 11, 18, 25 and Sunday 13: {dec:?}");
+}
