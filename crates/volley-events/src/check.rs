@@ -194,13 +194,11 @@ impl Lowerer<'_> {
             .map(|t| self.timeline(t, duration))
             .unwrap_or_default();
 
-        if let (Some(Schedule::Once(at)), Some(zone), Some(media)) = (&schedule, &zone, &media) {
-            let (Some(once), Some(end)) = (
-                doc.schedule.value.once.as_ref(),
-                at.checked_add(media.duration).ok(),
-            ) else {
-                return None;
-            };
+        // A single showing that can never happen is an error, not a silent no-op.
+        if let (Some(Schedule::Once(at)), Some(zone), Some(media), Some(once)) =
+            (&schedule, &zone, &media, &doc.schedule.value.once)
+            && let Ok(end) = at.checked_add(media.duration)
+        {
             let blacked_out = crate::schedule::in_blackout(&blackout, *at, zone);
             let closed = hours
                 .as_ref()
