@@ -259,6 +259,26 @@ impl Calendar {
         periods.run_end(end)
     }
 
+    /// True when the calendar is open at every instant of `from..to` (back-to-back
+    /// periods count as one). Looks only as far as `to`, so it stays cheap for
+    /// calendars open around the clock (events check that a showing fits).
+    pub fn is_open_throughout(&self, from: Timestamp, to: Timestamp) -> bool {
+        let mut periods = self.periods(from);
+        let Some((start, mut end)) = periods.find_after(from) else {
+            return false;
+        };
+        if start > from {
+            return false;
+        }
+        while end < to {
+            match periods.next() {
+                Some((s, e)) if s <= end => end = end.max(e),
+                _ => return false,
+            }
+        }
+        true
+    }
+
     fn periods(&self, from: Timestamp) -> Periods<'_> {
         Periods::new(&self.week, &self.tz, &self.closed, from)
     }
@@ -807,6 +827,28 @@ mod tests {
         assert_eq!(e[1].message, "friday already has hours (from `mon-fri`)");
         let e = Calendar::new("UTC", [], []).unwrap_err();
         assert_eq!(e[0].part, SchedulePart::Hours);
+    }
+
+    #[test]
+    fn open_throughout_needs_one_unbroken_run() {
+        let c = Calendar::new(
+            "Europe/Berlin",
+            [
+                ("mon-fri", "09:00-12:00, 12:00-17:00"),
+                ("sat", "22:00-02:00"),
+            ],
+            ["2026-12-25"],
+        )
+        .unwrap();
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Thursday 2026-12-10, back-to-back ranges make one run.
+        assert!(c.is_open_throughout(t("2026-12-10T10:30:00Z"), t("2026-12-10T11:30:00Z")));
+        assert!(c.is_open_throughout(t("2026-12-10T08:00:00Z"), t("2026-12-10T16:00:00Z")));
+        assert!(!c.is_open_throughout(t("2026-12-10T15:30:00Z"), t("2026-12-10T16:30:00Z")));
+        assert!(!c.is_open_throughout(t("2026-12-10T07:30:00Z"), t("2026-12-10T08:30:00Z")));
+        // Across midnight on Saturday night; a closed date closes its day.
+        assert!(c.is_open_throughout(t("2026-12-12T22:30:00Z"), t("2026-12-13T00:30:00Z")));
+        assert!(!c.is_open_throughout(t("2026-12-25T10:00:00Z"), t("2026-12-25T10:30:00Z")));
     }
 
     #[test]

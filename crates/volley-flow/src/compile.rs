@@ -90,7 +90,8 @@ fn parse(src: &str) -> Result<FlowDoc, Box<Diagnostic>> {
     crate::yaml::from_str::<FlowDoc>(src).map_err(|e| Box::new(yaml_error(e)))
 }
 
-fn yaml_error(e: crate::yaml::Error) -> Diagnostic {
+/// A YAML or shape error as a diagnostic (`yaml`, or `unknown-field` with a suggestion).
+pub fn yaml_error(e: crate::yaml::Error) -> Diagnostic {
     let mut message = e.message;
     let mut help = None;
     if let Some((head, _)) = message.split_once(", expected one of") {
@@ -2555,7 +2556,8 @@ pub(crate) fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn is_flow_id(s: &str) -> bool {
+/// Lowercase letters, digits and `-` (not first), up to 64 characters.
+pub fn is_flow_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()

@@ -88,7 +88,7 @@ impl Diagnostic {
     }
 
     /// Fills `line`/`column` from the span.
-    pub(crate) fn locate(&mut self, src: &str) {
+    pub fn locate(&mut self, src: &str) {
         if let Some(span) = &self.span {
             let (line, column) = line_col(src, span.start);
             self.line = line;

@@ -14,13 +14,14 @@ mod flow;
 pub mod markdown;
 mod model;
 pub mod sample;
-mod time;
+pub mod time;
 pub mod transcript;
-mod yaml;
+pub mod yaml;
 
 pub use calendar::{Calendar, QuietHours, ScheduleError, SchedulePart};
 pub use compile::{
     Checked, MAX_HTTP_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_STEPS, check, compile, content_hash,
+    is_flow_id, yaml_error,
 };
 pub use diag::{Diagnostic, Severity, did_you_mean, line_col};
 pub use engine::{
@@ -30,7 +31,7 @@ pub use engine::{
 };
 pub use expr::{FUEL, MAX_RENDER_BYTES};
 pub use flow::{Assistant, Flow};
-pub use model::{FORMAT_VERSION, Priority, QuestionType, RatingStyle};
+pub use model::{CalendarDoc, FORMAT_VERSION, PairList, Priority, QuestionType, RatingStyle};
 pub use time::zone;
 
 /// The JSON Schema of flow files, for editor autocompletion and validation.

@@ -198,7 +198,7 @@ pub fn parse_time_of_day(s: &str) -> Option<Time> {
 }
 
 /// Parses a date bound: `today`, `today+30d`, `today-18y`, or `2026-12-31`.
-pub fn parse_rel_date(s: &str) -> Result<crate::flow::RelDate, String> {
+pub(crate) fn parse_rel_date(s: &str) -> Result<crate::flow::RelDate, String> {
     let t = s.trim();
     if let Some(rest) = t.strip_prefix("today") {
         let rest = rest.trim();

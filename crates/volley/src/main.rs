@@ -27,9 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check flow files: precise errors with file:line:col. Exit 1 when any has errors.
+    /// Check flow and event files: precise errors with file:line:col. Exit 1 when any has errors.
     Check {
-        /// Flow files or directories (searched recursively for *.yaml / *.yml).
+        /// Flow or event files, or directories (searched recursively for *.yaml / *.yml).
         #[arg(default_value = ".")]
         paths: Vec<PathBuf>,
         /// Print diagnostics as JSON lines.
@@ -95,10 +95,37 @@ fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let color = files::use_color();
     let (mut errors, mut warnings) = (0, 0);
     let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut event_ids: std::collections::HashMap<String, PathBuf> =
+        std::collections::HashMap::new();
+    let mut events = 0;
     for path in &files {
         let src = std::fs::read_to_string(path)?;
-        let checked = volley_flow::check(&src);
         let name = path.display().to_string();
+        if volley_events::is_event_source(&src) {
+            let checked = volley_events::compile(&src);
+            events += 1;
+            for d in &checked.diagnostics {
+                if json {
+                    let mut v = serde_json::to_value(d)?;
+                    v["file"] = serde_json::json!(name);
+                    println!("{v}");
+                } else {
+                    eprint!("{}", d.render(&name, &src, color));
+                }
+            }
+            errors += checked.errors();
+            if let Some(id) = checked.id.filter(|_| checked.event.is_some())
+                && let Some(other) = event_ids.insert(id.clone(), path.clone())
+            {
+                eprintln!(
+                    "{name}: error[duplicate-event]: event id `{id}` is also used by {}",
+                    other.display()
+                );
+                errors += 1;
+            }
+            continue;
+        }
+        let checked = volley_flow::check(&src);
         for d in &checked.diagnostics {
             if json {
                 let mut v = serde_json::to_value(d)?;
@@ -121,9 +148,17 @@ fn check(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let checked_what = if events > 0 {
+        format!(
+            "{}, {}",
+            plural(files.len() - events, "flow"),
+            plural(events, "event")
+        )
+    } else {
+        plural(files.len(), "flow")
+    };
     eprintln!(
-        "checked {}: {}, {}",
-        plural(files.len(), "flow"),
+        "checked {checked_what}: {}, {}",
         plural(errors, "error"),
         plural(warnings, "warning")
     );
