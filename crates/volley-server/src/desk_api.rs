@@ -86,7 +86,7 @@ pub struct DeskView {
 }
 
 /// The desk: open hand-offs, agents online, queues.
-#[utoipa::path(get, path = "/api/desk", tag = "handoff",
+#[utoipa::path(get, path = "/api/desk", tag = "handoff", security(("console_session" = [])),
     responses((status = 200, body = DeskView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn desk(State(app): State<Arc<App>>, Agent(me): Agent) -> Json<DeskView> {
     let open = app.desk.open();
@@ -122,7 +122,7 @@ pub async fn desk(State(app): State<Arc<App>>, Agent(me): Agent) -> Json<DeskVie
 /// Desk updates as Server-Sent Events (`{"type":"handoff","handoff":…}` when one
 /// changes, `{"type":"agents"}` when agents come, go or change). While a stream is
 /// open, its agent is online and gets conversations assigned.
-#[utoipa::path(get, path = "/api/desk/stream", tag = "handoff",
+#[utoipa::path(get, path = "/api/desk/stream", tag = "handoff", security(("console_session" = [])),
     responses((status = 200, description = "text/event-stream"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn desk_stream(State(app): State<Arc<App>>, Agent(me): Agent) -> Api<impl IntoResponse> {
     let info = agent_info(&app, &me.id).await?;
@@ -164,7 +164,7 @@ pub struct StatusRequest {
 }
 
 /// Sets the caller available or away (they must have the console open).
-#[utoipa::path(post, path = "/api/desk/status", tag = "handoff", request_body = StatusRequest,
+#[utoipa::path(post, path = "/api/desk/status", tag = "handoff", security(("console_session" = [])), request_body = StatusRequest,
     responses((status = 200, body = Vec<AgentView>), (status = 409, body = ErrorBody)))]
 pub async fn set_status(
     State(app): State<Arc<App>>,
@@ -193,7 +193,7 @@ pub struct ResolvedQuery {
 }
 
 /// Resolved hand-offs, most recent first.
-#[utoipa::path(get, path = "/api/handoffs/resolved", tag = "handoff", params(ResolvedQuery),
+#[utoipa::path(get, path = "/api/handoffs/resolved", tag = "handoff", security(("console_session" = [])), params(ResolvedQuery),
     responses((status = 200, body = Vec<HandoffView>)))]
 pub async fn resolved(
     State(app): State<Arc<App>>,
@@ -305,7 +305,7 @@ pub fn fill(
 
 /// A conversation as an agent sees it: the hand-off, the whole log, the contact, the
 /// variables, earlier conversations, and the canned responses filled in for it.
-#[utoipa::path(get, path = "/api/handoffs/{id}", tag = "handoff",
+#[utoipa::path(get, path = "/api/handoffs/{id}", tag = "handoff", security(("console_session" = [])),
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = HandoffDetail), (status = 404, body = ErrorBody)))]
 pub async fn detail(
@@ -385,7 +385,7 @@ pub struct AfterQuery {
 
 /// A conversation's log as Server-Sent Events (`{"type":"entry","seq","at","kind","data"}`,
 /// private entries included): the entries after `after`, then each new one.
-#[utoipa::path(get, path = "/api/handoffs/{id}/stream", tag = "handoff",
+#[utoipa::path(get, path = "/api/handoffs/{id}/stream", tag = "handoff", security(("console_session" = [])),
     params(("id" = String, Path, description = "Conversation id"), AfterQuery),
     responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
 pub async fn stream(
@@ -448,7 +448,7 @@ pub struct Done {
 }
 
 /// Takes a waiting conversation (or one from a colleague, for an admin).
-#[utoipa::path(post, path = "/api/handoffs/{id}/pick", tag = "handoff",
+#[utoipa::path(post, path = "/api/handoffs/{id}/pick", tag = "handoff", security(("console_session" = [])),
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pick(
@@ -493,7 +493,7 @@ fn client_id(id: &Option<String>) -> Api<Option<&str>> {
 }
 
 /// Replies to the participant (taking the conversation if it was waiting).
-#[utoipa::path(post, path = "/api/handoffs/{id}/reply", tag = "handoff", request_body = TextRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/reply", tag = "handoff", security(("console_session" = [])), request_body = TextRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn reply(
@@ -516,7 +516,7 @@ pub async fn reply(
 }
 
 /// Adds a private note (agents only; never shown to the participant).
-#[utoipa::path(post, path = "/api/handoffs/{id}/note", tag = "handoff", request_body = TextRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/note", tag = "handoff", security(("console_session" = [])), request_body = TextRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 422, body = ErrorBody)))]
 pub async fn note(
@@ -538,7 +538,7 @@ pub struct TagsRequest {
 }
 
 /// Replaces the conversation's tags.
-#[utoipa::path(post, path = "/api/handoffs/{id}/tags", tag = "handoff", request_body = TagsRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/tags", tag = "handoff", security(("console_session" = [])), request_body = TagsRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 422, body = ErrorBody)))]
 pub async fn tags(
@@ -560,7 +560,7 @@ pub struct SnoozeRequest {
 }
 
 /// Snoozes the conversation until a time (or until the participant writes).
-#[utoipa::path(post, path = "/api/handoffs/{id}/snooze", tag = "handoff", request_body = SnoozeRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/snooze", tag = "handoff", security(("console_session" = [])), request_body = SnoozeRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 422, body = ErrorBody)))]
 pub async fn snooze(
@@ -586,7 +586,7 @@ pub struct TransferRequest {
 }
 
 /// Transfers the conversation to an agent or a queue.
-#[utoipa::path(post, path = "/api/handoffs/{id}/transfer", tag = "handoff", request_body = TransferRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/transfer", tag = "handoff", security(("console_session" = [])), request_body = TransferRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 422, body = ErrorBody)))]
 pub async fn transfer(
@@ -633,7 +633,7 @@ pub struct ResolveRequest {
 }
 
 /// Resolves the conversation, or returns it to the flow.
-#[utoipa::path(post, path = "/api/handoffs/{id}/resolve", tag = "handoff", request_body = ResolveRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/resolve", tag = "handoff", security(("console_session" = [])), request_body = ResolveRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Done), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn resolve(
@@ -655,7 +655,7 @@ pub struct TypingRequest {
 }
 
 /// Shows (or hides) "… is typing" to the participant.
-#[utoipa::path(post, path = "/api/handoffs/{id}/typing", tag = "handoff", request_body = TypingRequest,
+#[utoipa::path(post, path = "/api/handoffs/{id}/typing", tag = "handoff", security(("console_session" = [])), request_body = TypingRequest,
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn typing(
@@ -692,7 +692,7 @@ impl From<CannedRow> for CannedView {
 }
 
 /// The canned responses.
-#[utoipa::path(get, path = "/api/canned", tag = "handoff", responses((status = 200, body = Vec<CannedView>)))]
+#[utoipa::path(get, path = "/api/canned", tag = "handoff", security(("console_session" = [])), responses((status = 200, body = Vec<CannedView>)))]
 pub async fn list_canned(State(app): State<Arc<App>>, _: Agent) -> Api<Json<Vec<CannedView>>> {
     Ok(Json(
         app.store
@@ -767,7 +767,7 @@ async fn save_canned(
 }
 
 /// Creates a canned response (admins).
-#[utoipa::path(post, path = "/api/canned", tag = "handoff", request_body = CannedRequest,
+#[utoipa::path(post, path = "/api/canned", tag = "handoff", security(("admin_key" = []), ("console_session" = [])), request_body = CannedRequest,
     responses((status = 200, body = CannedView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_canned(
     State(app): State<Arc<App>>,
@@ -786,7 +786,7 @@ pub async fn create_canned(
 }
 
 /// Changes a canned response (admins).
-#[utoipa::path(put, path = "/api/canned/{id}", tag = "handoff", request_body = CannedRequest,
+#[utoipa::path(put, path = "/api/canned/{id}", tag = "handoff", security(("admin_key" = []), ("console_session" = [])), request_body = CannedRequest,
     params(("id" = String, Path, description = "Canned response id")),
     responses((status = 200, body = CannedView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update_canned(
@@ -809,7 +809,7 @@ pub async fn update_canned(
 }
 
 /// Deletes a canned response (admins).
-#[utoipa::path(delete, path = "/api/canned/{id}", tag = "handoff",
+#[utoipa::path(delete, path = "/api/canned/{id}", tag = "handoff", security(("admin_key" = []), ("console_session" = [])),
     params(("id" = String, Path, description = "Canned response id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_canned(
@@ -835,7 +835,7 @@ pub struct QueuesRequest {
 }
 
 /// Sets the queues an agent serves (admins).
-#[utoipa::path(put, path = "/api/users/{id}/queues", tag = "handoff", request_body = QueuesRequest,
+#[utoipa::path(put, path = "/api/users/{id}/queues", tag = "handoff", security(("admin_key" = []), ("console_session" = [])), request_body = QueuesRequest,
     params(("id" = String, Path, description = "User id")),
     responses((status = 204), (status = 422, body = ErrorBody)))]
 pub async fn set_queues(
