@@ -45,6 +45,7 @@ pub use config::{Config, Limits};
 pub use error::ApiError;
 pub use flows::DEMO_FLOWS;
 pub use volley_store::Store;
+pub use volley_store::{Backup, backup_sqlite as backup};
 
 /// Everything a request handler can reach.
 pub struct App {

@@ -7,7 +7,7 @@
 
 mod sqlite;
 
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{Backup, SqliteOptions, SqliteStore, backup_sqlite};
 
 /// Milliseconds since the Unix epoch.
 pub type Ms = i64;
@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A unique value is taken (e.g. a user's email).
     #[error("{0} already exists")]
     Exists(&'static str),
+    /// A backup could not be written or failed its check.
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -152,6 +152,70 @@ fn connect_options(url: &str, durable: bool) -> Result<SqliteConnectOptions> {
         .pragma("mmap_size", "67108864"))
 }
 
+/// What a backup wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    pub bytes: u64,
+    pub conversations: i64,
+    pub events: i64,
+}
+
+/// Copies the SQLite database at `url` into the new file `dest`, consistently even
+/// while a server writes to it: `VACUUM INTO` reads one snapshot (a read transaction;
+/// in WAL mode writers carry on) and writes a compact, self-contained copy, which is
+/// then checked with `PRAGMA integrity_check`. Refuses to overwrite `dest`; a copy that
+/// fails its check is deleted. Runs no migrations and writes nothing to the source.
+pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<Backup> {
+    if dest.exists() {
+        return Err(StoreError::Backup(format!(
+            "{} exists; choose a new file",
+            dest.display()
+        )));
+    }
+    let dest_str = dest
+        .to_str()
+        .ok_or_else(|| StoreError::Backup("the destination path is not UTF-8".into()))?;
+    let source = connect_options(url, false)?
+        .read_only(true)
+        .create_if_missing(false);
+    let mut conn = SqliteConnection::connect_with(&source).await?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(dest_str)
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let copy = SqliteConnectOptions::new().filename(dest).read_only(true);
+    let checked = async {
+        let mut conn = SqliteConnection::connect_with(&copy).await?;
+        let (verdict,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_one(&mut conn)
+            .await?;
+        let (conversations,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM conversations")
+            .fetch_one(&mut conn)
+            .await?;
+        let (events,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok::<_, StoreError>((verdict, conversations, events))
+    }
+    .await;
+    match checked {
+        Ok((verdict, conversations, events)) if verdict == "ok" => Ok(Backup {
+            bytes: std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0),
+            conversations,
+            events,
+        }),
+        other => {
+            let _ = std::fs::remove_file(dest);
+            Err(StoreError::Backup(match other {
+                Ok((verdict, ..)) => format!("the copy failed its integrity check: {verdict}"),
+                Err(e) => format!("the copy cannot be read: {e}"),
+            }))
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs migrations.
     pub async fn open(options: SqliteOptions) -> Result<Self> {

@@ -54,6 +54,14 @@ enum Command {
     /// Console accounts: create users, reset passwords (prints one-time setup links).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Copy the SQLite database into a new file, safely while the server runs, and
+    /// check the copy (`PRAGMA integrity_check`).
+    Backup {
+        /// The new file (must not exist).
+        out: PathBuf,
+        #[command(flatten)]
+        target: admin::Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +75,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => serve::run(args),
         Command::Admin(command) => admin::run(command),
+        Command::Backup { out, target } => admin::backup(&out, &target),
         Command::Schema => {
             println!(
                 "{}",

@@ -380,3 +380,50 @@ async fn contacts_upsert_by_external_id_and_campaign_sends_pause_resume_cancel()
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_writing_is_consistent_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(&dir).await);
+    contact(&store, "c").await;
+    let url = dir.path().join("t.db").display().to_string();
+    // A writer keeps appending three-entry conversations while backups are taken.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..400 {
+                let events = vec![event("a", None), event("b", None), event("c", None)];
+                store
+                    .append(start(&format!("cv{i}"), "c", events))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut taken = Vec::new();
+    for k in 0..5 {
+        let dest = dir.path().join(format!("backup-{k}.db"));
+        let b = backup_sqlite(&url, &dest).await.unwrap();
+        // One snapshot: every conversation in the copy has all its entries.
+        assert_eq!(b.events, b.conversations * 3, "{b:?}");
+        assert!(b.bytes > 0);
+        taken.push(b.conversations);
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    let last = dir.path().join("backup-last.db");
+    let b = backup_sqlite(&url, &last).await.unwrap();
+    assert_eq!((b.conversations, b.events), (400, 1200));
+    assert!(taken.windows(2).all(|w| w[0] <= w[1]), "{taken:?}");
+    // Never over an existing file, and nothing from a missing database.
+    let again = backup_sqlite(&url, &last).await.unwrap_err();
+    assert!(again.to_string().contains("exists"), "{again}");
+    let missing = dir.path().join("nope.db").display().to_string();
+    assert!(
+        backup_sqlite(&missing, &dir.path().join("x.db"))
+            .await
+            .is_err()
+    );
+    assert!(!dir.path().join("x.db").exists());
+    store.close().await;
+}
