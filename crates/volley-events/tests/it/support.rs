@@ -13,6 +13,10 @@ pub fn mins(m: i64) -> SignedDuration {
     SignedDuration::from_mins(m)
 }
 
+pub fn secs(s: i64) -> SignedDuration {
+    SignedDuration::from_secs(s)
+}
+
 pub fn zone(name: &str) -> jiff::tz::TimeZone {
     volley_flow::zone(name).unwrap()
 }

@@ -13,13 +13,14 @@ fn example() -> volley_events::Event {
     compile(&src)
 }
 
+/// The cues' kinds with their offsets in seconds (the example video lasts 90s).
 fn kinds<'a>(cues: impl Iterator<Item = &'a volley_events::Cue>) -> Vec<String> {
     cues.map(|c| match &c.kind {
-        CueKind::Say(_) => format!("say@{}", c.at.as_secs() / 60),
-        CueKind::Poll(p) => format!("poll:{}@{}", p.id, c.at.as_secs() / 60),
-        CueKind::Offer(o) => format!("offer:{}@{}", o.id, c.at.as_secs() / 60),
-        CueKind::Qa { .. } => format!("qa@{}", c.at.as_secs() / 60),
-        CueKind::Flow(f) => format!("flow:{f}@{}", c.at.as_secs() / 60),
+        CueKind::Say(_) => format!("say@{}", c.at.as_secs()),
+        CueKind::Poll(p) => format!("poll:{}@{}", p.id, c.at.as_secs()),
+        CueKind::Offer(o) => format!("offer:{}@{}", o.id, c.at.as_secs()),
+        CueKind::Qa { .. } => format!("qa@{}", c.at.as_secs()),
+        CueKind::Flow(f) => format!("flow:{f}@{}", c.at.as_secs()),
     })
     .collect()
 }
@@ -28,23 +29,23 @@ fn kinds<'a>(cues: impl Iterator<Item = &'a volley_events::Cue>) -> Vec<String> 
 fn cues_fire_in_half_open_windows_in_order() {
     let e = example();
     assert_eq!(
-        kinds(cues_between(&e, mins(0), mins(10))),
-        ["say@2"],
-        "a cue at 10m is not in 0..10m"
+        kinds(cues_between(&e, secs(0), secs(20))),
+        ["say@5"],
+        "a cue at 20s is not in 0..20s"
     );
     assert_eq!(
-        kinds(cues_between(&e, mins(10), mins(25))),
-        ["poll:fav@10", "offer:early-bird@15", "qa@20"]
+        kinds(cues_between(&e, secs(20), secs(53))),
+        ["poll:fav@20", "offer:early-bird@32", "qa@42"]
     );
     assert_eq!(
-        kinds(cues_between(&e, mins(25), mins(26))),
-        ["flow:product-quiz@25"]
+        kinds(cues_between(&e, secs(53), secs(54))),
+        ["flow:product-quiz@53"]
     );
     assert_eq!(
-        kinds(cues_between(&e, mins(26), mins(99))),
+        kinds(cues_between(&e, secs(54), secs(999))),
         Vec::<String>::new()
     );
-    assert_eq!(cues_between(&e, mins(0), mins(43)).count(), 5);
+    assert_eq!(cues_between(&e, secs(0), secs(90)).count(), 5);
 }
 
 #[test]
@@ -67,37 +68,37 @@ fn cues_at_the_same_offset_keep_the_order_written() {
 #[test]
 fn replays_fire_the_same_cues_at_the_same_offsets() {
     let e = example();
-    for (from, to) in [(0, 10), (10, 25), (9, 21), (0, 43)] {
+    for (from, to) in [(0, 20), (20, 53), (19, 43), (0, 90)] {
         assert_eq!(
-            kinds(replay_cues(&e, mins(from), mins(to))),
-            kinds(cues_between(&e, mins(from), mins(to)))
+            kinds(replay_cues(&e, secs(from), secs(to))),
+            kinds(cues_between(&e, secs(from), secs(to)))
         );
     }
     // Seeking back fires nothing.
-    assert_eq!(replay_cues(&e, mins(30), mins(5)).count(), 0);
+    assert_eq!(replay_cues(&e, secs(64), secs(10)).count(), 0);
 }
 
 #[test]
 fn polls_offers_and_qa_are_open_in_their_windows() {
     let e = example();
-    let at = |m| active_at(&e, mins(m));
-    let s = at(9);
+    let at = |t| active_at(&e, secs(t));
+    let s = at(19);
     assert!(s.polls_open.is_empty() && s.offers.is_empty() && !s.qa_open);
-    let s = at(10);
+    let s = at(20);
     assert_eq!(s.polls_open.len(), 1);
     assert!(s.polls_showing_results.is_empty());
-    let s = active_at(&e, mins(12) - jiff::SignedDuration::from_secs(1));
+    let s = active_at(&e, secs(30) - jiff::SignedDuration::from_millis(1));
     assert_eq!(s.polls_open.len(), 1);
-    let s = at(12);
+    let s = at(30);
     assert!(s.polls_open.is_empty());
     assert_eq!(s.polls_showing_results[0].id, "fav");
-    let s = at(15);
+    let s = at(32);
     assert_eq!(s.offers[0].id, "early-bird");
-    let s = at(20);
+    let s = at(42);
     assert!(s.qa_open && s.offers.len() == 1);
-    let s = at(30);
+    let s = at(64);
     assert!(s.offers.is_empty() && s.qa_open);
-    let s = at(35);
+    let s = at(75);
     assert!(!s.qa_open);
     assert_eq!(s.polls_showing_results.len(), 1, "results stay to the end");
 }
