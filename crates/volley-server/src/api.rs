@@ -569,6 +569,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::desk_api::resolve, crate::desk_api::typing, crate::desk_api::list_canned,
         crate::desk_api::create_canned, crate::desk_api::update_canned,
         crate::desk_api::delete_canned, crate::desk_api::set_queues,
+        crate::events::list, crate::events::detail, crate::events::media,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
@@ -578,6 +579,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         (name = "campaigns", description = "Contacts import and scheduled campaigns"),
         (name = "operations", description = "Health checks"),
         (name = "accounts", description = "Console users, sessions and API keys (docs/accounts.md)"),
+        (name = "events", description = "Premieres: published events, their showings and media (docs/events.md)"),
         (name = "handoff", description = "The agent desk: hand-offs, replies, canned responses (docs/handoff.md)"),
     )
 )]

@@ -1,7 +1,7 @@
 //! Published flows: compiled once, kept by version; conversations keep their version.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use volley_flow::Flow;
@@ -211,26 +211,14 @@ impl Registry {
         Ok(n)
     }
 
-    /// Publishes every flow file in a directory; returns how many changed.
-    pub async fn publish_dir(
+    /// Publishes flow files (name, source) concurrently, so the writes share commits;
+    /// returns how many changed.
+    pub async fn publish_files(
         &self,
         store: &dyn Store,
-        dir: &Path,
+        files: &[(String, String)],
         now_ms: i64,
-    ) -> Result<usize, String> {
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read flows directory {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-            .collect();
-        paths.sort();
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            let src =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push((path.display().to_string(), src));
-        }
-        // Concurrently, so the writes share commits.
+    ) -> Result<usize, ApiError> {
         let results = futures_util::future::join_all(
             files
                 .iter()
@@ -239,19 +227,36 @@ impl Registry {
         .await;
         let mut changed = 0;
         for r in results {
-            match r {
-                Ok(o) => changed += o.created as usize,
-                Err(e) => {
-                    let rendered = e
-                        .details
-                        .as_ref()
-                        .and_then(|d| d["rendered"].as_str())
-                        .unwrap_or("")
-                        .to_string();
-                    return Err(format!("{}\n{rendered}", e.message));
-                }
-            }
+            changed += r?.created as usize;
         }
         Ok(changed)
+    }
+}
+
+/// The YAML files of a directory (not its subdirectories), sorted, with their sources:
+/// the flows and event files `--flows DIR` publishes.
+pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read flows directory {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let src =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok((path, src))
+        })
+        .collect()
+}
+
+/// Why publishing at start-up failed: the message and, for a bad file, its rendered
+/// diagnostics (what `volley check` prints).
+pub fn start_error(e: ApiError) -> String {
+    match e.details.as_ref().and_then(|d| d["rendered"].as_str()) {
+        Some(rendered) => format!("{}\n{rendered}", e.message),
+        None => e.message,
     }
 }

@@ -18,6 +18,7 @@ mod contacts;
 mod conversation;
 mod desk_api;
 mod error;
+mod events;
 mod flows;
 pub mod handoff;
 mod ids;
@@ -43,6 +44,7 @@ use volley_store::{SqliteOptions, SqliteStore};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Limits};
 pub use error::ApiError;
+pub use events::DEMO_EVENT;
 pub use flows::DEMO_FLOWS;
 pub use volley_store::Store;
 pub use volley_store::{Backup, backup_sqlite as backup};
@@ -53,6 +55,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub flows: flows::Registry,
+    /// Published events (premieres) and where their videos are.
+    pub events: events::Registry,
     pub convs: conversation::Conversations,
     /// Flips to `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
@@ -119,6 +123,9 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/flows", FlowSource, api::list_flows),
         endpoint(M::POST, "/api/flows", FlowSource, api::publish_flow),
         endpoint(M::GET, "/api/flows/{id}", Message, api::flow_detail),
+        endpoint(M::GET, "/api/events", Message, events::list),
+        endpoint(M::GET, "/api/events/{id}", Message, events::detail),
+        endpoint(M::GET, "/events/{id}/media", Message, events::media),
         endpoint(
             M::POST,
             "/api/contacts/import",
@@ -345,7 +352,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, String> {
     })?))
 }
 
-/// Opens the store, publishes flows, and starts serving.
+/// Opens the store, publishes flows and events, and starts serving.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, String> {
     let store = open_store(&config).await?;
     start_with_store(config, clock, store).await
@@ -365,6 +372,7 @@ pub async fn start_with_store(
         store,
         clock,
         flows: flows::Registry::default(),
+        events: events::Registry::default(),
         convs: conversation::Conversations::default(),
         shutdown,
         connections: AtomicUsize::new(0),
@@ -380,16 +388,39 @@ pub async fn start_with_store(
         .load(app.store.as_ref())
         .await
         .map_err(|e| e.message)?;
+    let store = app.store.as_ref();
     if app.config.demo {
-        let published = DEMO_FLOWS
+        let demo: Vec<(String, String)> = DEMO_FLOWS
             .iter()
-            .map(|(file, src)| app.flows.publish(app.store.as_ref(), file, src, now));
-        for r in futures_util::future::join_all(published).await {
-            r.map_err(|e| e.message)?;
-        }
+            .map(|(file, src)| (file.to_string(), src.to_string()))
+            .collect();
+        app.flows
+            .publish_files(store, &demo, now)
+            .await
+            .map_err(flows::start_error)?;
+        let (file, src) = DEMO_EVENT;
+        app.events
+            .publish(store, file, src, events::MediaRoot::Demo, now)
+            .await
+            .map_err(flows::start_error)?;
     }
     if let Some(dir) = &app.config.flows {
-        app.flows.publish_dir(app.store.as_ref(), dir, now).await?;
+        // One directory holds both: event files are told apart by their `event:` key.
+        let (event_files, flow_files): (Vec<_>, Vec<_>) = flows::read_dir(dir)?
+            .into_iter()
+            .partition(|(_, src)| volley_events::is_event_source(src));
+        let flow_files: Vec<(String, String)> = flow_files
+            .into_iter()
+            .map(|(path, src)| (path.display().to_string(), src))
+            .collect();
+        app.flows
+            .publish_files(store, &flow_files, now)
+            .await
+            .map_err(flows::start_error)?;
+        app.events
+            .publish_files(store, &event_files, now)
+            .await
+            .map_err(flows::start_error)?;
     }
     campaigns::abandon_unfinished(&app)
         .await

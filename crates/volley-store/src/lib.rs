@@ -46,6 +46,16 @@ pub struct FlowVersion {
     pub created_at: Ms,
 }
 
+/// One published, immutable version of an event file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventVersion {
+    pub event_id: String,
+    pub version: i64,
+    pub hash: String,
+    pub source: String,
+    pub created_at: Ms,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactRow {
     pub id: String,
@@ -315,6 +325,18 @@ pub trait Store: Send + Sync + 'static {
     async fn flow_version(&self, flow_id: &str, version: i64) -> Result<Option<FlowVersion>>;
     /// All versions of a flow, oldest first (without sources).
     async fn flow_versions(&self, flow_id: &str) -> Result<Vec<FlowVersion>>;
+
+    /// Publishes an event version, like [`Store::publish_flow`]: when `hash` equals the
+    /// latest version's hash nothing is written and the latest is returned (`false`).
+    async fn publish_event(
+        &self,
+        event_id: &str,
+        hash: &str,
+        source: &str,
+        at: Ms,
+    ) -> Result<(EventVersion, bool)>;
+    /// All versions of an event, oldest first.
+    async fn event_versions(&self, event_id: &str) -> Result<Vec<EventVersion>>;
 
     async fn create_contact(&self, contact: NewContact) -> Result<()>;
     async fn contact(&self, id: &str) -> Result<Option<ContactRow>>;

@@ -73,6 +73,12 @@ enum Write {
         source: String,
         at: Ms,
     },
+    PublishEvent {
+        event_id: String,
+        hash: String,
+        source: String,
+        at: Ms,
+    },
     Contact(NewContact),
     ContactProfile {
         id: String,
@@ -114,6 +120,7 @@ enum Write {
 enum Output {
     Done,
     Published(FlowVersion, bool),
+    PublishedEvent(EventVersion, bool),
     /// Ids of the timers scheduled.
     Timers(Vec<i64>),
     Deleted(bool),
@@ -779,6 +786,47 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             };
             Ok(Output::Published(v, true))
         }
+        Write::PublishEvent {
+            event_id,
+            hash,
+            source,
+            at,
+        } => {
+            let latest: Option<(i64, String, String, i64)> = sqlx::query_as(
+                "SELECT version, hash, source, created_at FROM event_versions
+                 WHERE event_id = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(event_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let mut v = EventVersion {
+                event_id: event_id.clone(),
+                version: 1,
+                hash: hash.clone(),
+                source: source.clone(),
+                created_at: *at,
+            };
+            if let Some((version, old_hash, old_source, created_at)) = latest {
+                if old_hash == *hash {
+                    v.version = version;
+                    v.source = old_source;
+                    v.created_at = created_at;
+                    return Ok(Output::PublishedEvent(v, false));
+                }
+                v.version = version + 1;
+            }
+            sqlx::query(
+                "INSERT INTO event_versions (event_id, version, hash, source, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(event_id)
+            .bind(v.version)
+            .bind(hash)
+            .bind(source)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::PublishedEvent(v, true))
+        }
         Write::Contact(c) => {
             sqlx::query(
                 "INSERT INTO contacts (id, token_hash, external_id, profile, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -1144,6 +1192,45 @@ impl Store for SqliteStore {
             Output::Published(v, new) => Ok((v, new)),
             _ => unreachable!("publish answers with a version"),
         }
+    }
+
+    async fn publish_event(
+        &self,
+        event_id: &str,
+        hash: &str,
+        source: &str,
+        at: Ms,
+    ) -> Result<(EventVersion, bool)> {
+        let write = Write::PublishEvent {
+            event_id: event_id.into(),
+            hash: hash.into(),
+            source: source.into(),
+            at,
+        };
+        match self.submit(write).await? {
+            Output::PublishedEvent(v, new) => Ok((v, new)),
+            _ => unreachable!("publishing an event answers with a version"),
+        }
+    }
+
+    async fn event_versions(&self, event_id: &str) -> Result<Vec<EventVersion>> {
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT version, hash, source, created_at FROM event_versions
+             WHERE event_id = ? ORDER BY version",
+        )
+        .bind(event_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EventVersion {
+                event_id: event_id.into(),
+                version: r.0,
+                hash: r.1,
+                source: r.2,
+                created_at: r.3,
+            })
+            .collect())
     }
 
     async fn latest_flows(&self) -> Result<Vec<FlowVersion>> {

@@ -97,7 +97,7 @@ fn the_example_event_is_clean() {
     let e = checked.event.unwrap();
     assert_eq!(e.id, "product-launch");
     assert_eq!(e.label, "Premiere · pre-recorded");
-    assert_eq!(e.media.source, MediaSource::File("launch.mp4".into()));
+    assert_eq!(e.media.source, MediaSource::File("media/launch.mp4".into()));
     assert_eq!(e.media.duration, secs(90), "the length of media/launch.mp4");
     assert_eq!(e.media.chapters.len(), 3);
     assert!(matches!(e.schedule, Schedule::Recurring(_)));

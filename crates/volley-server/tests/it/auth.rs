@@ -677,6 +677,9 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/api/flows", Access::Public),
     ("POST", "/api/flows", Access::Scope("flows:write")),
     ("GET", "/api/flows/{id}", Access::Scope("flows:write")),
+    ("GET", "/api/events", Access::Public),
+    ("GET", "/api/events/{id}", Access::Public),
+    ("GET", "/events/{id}/media", Access::Public),
     (
         "POST",
         "/api/contacts/import",

@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod campaigns;
 mod channels;
+mod events;
 mod handoff;
 mod http;
 mod outbound;

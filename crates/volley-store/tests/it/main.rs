@@ -173,6 +173,28 @@ async fn publishing_the_same_source_twice_keeps_one_version() {
 }
 
 #[tokio::test]
+async fn event_versions_are_kept_like_flow_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let (v1, new1) = store.publish_event("e", "h1", "src1", 1).await.unwrap();
+    let (again, new2) = store.publish_event("e", "h1", "src1", 2).await.unwrap();
+    let (v2, new3) = store.publish_event("e", "h2", "src2", 3).await.unwrap();
+    let (other, _) = store.publish_event("f", "h1", "src1", 4).await.unwrap();
+    assert_eq!(
+        (v1.version, new1, again.version, new2, v2.version, new3),
+        (1, true, 1, false, 2, true)
+    );
+    assert_eq!((again.created_at, other.version), (1, 1));
+    let versions = store.event_versions("e").await.unwrap();
+    let seen: Vec<(i64, &str, &str)> = versions
+        .iter()
+        .map(|v| (v.version, v.hash.as_str(), v.source.as_str()))
+        .collect();
+    assert_eq!(seen, [(1, "h1", "src1"), (2, "h2", "src2")]);
+    store.close().await;
+}
+
+#[tokio::test]
 async fn writes_after_close_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
