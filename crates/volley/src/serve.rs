@@ -21,10 +21,10 @@ pub struct ServeArgs {
     /// Database URL [default: sqlite://volley.db].
     #[arg(long, env = "VOLLEY_DATABASE")]
     database: Option<String>,
-    /// Directory of flow files to publish at start-up.
+    /// Directory of flow and event files to publish at start-up.
     #[arg(long, env = "VOLLEY_FLOWS")]
     flows: Option<PathBuf>,
-    /// Do not publish the built-in demo flows.
+    /// Do not publish the built-in demo flows and demo event.
     #[arg(long)]
     no_demo: bool,
     /// Public base URL (used in embed snippets).
