@@ -345,7 +345,10 @@ pub async fn media(
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header(header::CONTENT_TYPE, content_type(name));
     if let Some(tags) = header_str(header::IF_NONE_MATCH)
-        && (tags.trim() == "*" || tags.split(',').any(|t| t.trim() == etag))
+        && (tags.trim() == "*"
+            || tags
+                .split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag))
     {
         return Ok(build(
             response.status(StatusCode::NOT_MODIFIED),

@@ -278,6 +278,9 @@ async fn media_files_are_served_with_byte_ranges() {
     // Caching: unchanged → 304; a range of another version → the whole file.
     let (status, _, body) = fetch(&server, get.clone(), path, &[(IF_NONE_MATCH, &etag)]).await;
     assert_eq!((status, body.len()), (StatusCode::NOT_MODIFIED, 0));
+    let weak = format!("\"x\", W/{etag}");
+    let (status, _, _) = fetch(&server, get.clone(), path, &[(IF_NONE_MATCH, &weak)]).await;
+    assert_eq!(status, 304, "weak comparison");
     let (status, _, body) = fetch(
         &server,
         get.clone(),
