@@ -322,7 +322,7 @@ impl Lowerer<'_> {
                         format!("`{}` is not a media file name", f.value),
                         sp(f),
                     )
-                    .help("a path relative to the media directory, e.g. `launch.mp4`");
+                    .help("a path relative to the event file's directory, e.g. `media/launch.mp4`");
                 }
                 Some(MediaSource::File(f.value.clone()))
             }

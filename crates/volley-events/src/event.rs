@@ -66,7 +66,7 @@ pub struct Media {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaSource {
-    /// A file served by Volley, relative to the media directory (`launch.mp4`).
+    /// A file served by Volley, relative to the event file's directory (`media/launch.mp4`).
     File(String),
     /// An external `https://` (or `http://`) URL.
     Url(String),
