@@ -722,14 +722,30 @@ fn tell_new_places(app: &App) {
         let Some(conv) = app.convs.in_memory_conv(&conversation) else {
             continue;
         };
-        let frame = json!({
-            "type": "queue",
-            "position": position,
-            "expected_wait_ms": expected,
-            "text": line_text(position, expected, room),
-        });
-        conv.signal(frame.to_string());
+        conv.signal(place_frame(position, expected, room));
     }
+}
+
+fn place_frame(position: usize, expected: Option<i64>, room: bool) -> String {
+    json!({
+        "type": "queue",
+        "position": position,
+        "expected_wait_ms": expected,
+        "text": line_text(position, expected, room),
+    })
+    .to_string()
+}
+
+/// The `queue` signal for a participant (re)connecting while waiting in line: where
+/// they stand now (the logged notice is from when they joined).
+pub fn place_now(app: &App, conversation: &str) -> Option<String> {
+    let row = app
+        .desk
+        .row(conversation)
+        .filter(|r| r.status == "queued")?;
+    let (position, agents, room) = app.desk.standing(&row.queue, &row);
+    let expected = app.desk.expected_wait(&row.queue, position, agents);
+    Some(place_frame(position, expected, room))
 }
 
 /// Runs assignment whenever the desk changes (a hand-off queued or resolved, an agent

@@ -195,6 +195,15 @@ impl Subscription {
             s.queue(d);
         }
         s.queued_upto = s.queued_upto.max(upto);
+        // Waiting for a person: where they stand now, after the history.
+        if let Some(frame) = crate::handoff::place_now(app, &s.conv.id) {
+            s.queue(Arc::new(crate::conversation::Delivery {
+                seq: 0,
+                visible_at: 0,
+                typing_from: None,
+                frame: frame.into(),
+            }));
+        }
         Ok(s)
     }
 

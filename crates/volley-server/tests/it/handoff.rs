@@ -744,3 +744,39 @@ async fn waiting_participants_are_told_when_their_place_moves() {
         "All our agents are busy right now. You're next in line. A person will reply here as soon as one is free.",
     );
 }
+
+#[tokio::test]
+async fn a_participant_reconnecting_while_waiting_hears_where_they_stand_now() {
+    let server = TestServer::start().await;
+    let app = &server.running.app;
+    let _a = Desk::connect(app, agent("a", 1));
+    let first = handed_off(&server, "P0").await;
+    row_until(&server, &first.conversation(), |r| r.status == "assigned").await;
+    let _second = handed_off(&server, "P1").await;
+    let third = handed_off(&server, "P2").await;
+    let token = third.welcome["token"].as_str().unwrap().to_string();
+    let conv = third.conversation();
+    drop(third);
+    let mut h = hello("desk");
+    h["token"] = token.into();
+    h["conversation"] = conv.clone().into();
+    let mut again = Client::connect(&server, h).await;
+    assert_eq!(again.welcome["status"], "human");
+    // The history first (the notice from joining), then where they stand now.
+    let now = again.until(|v| v["type"] == "queue").await;
+    let logged = again
+        .events
+        .iter()
+        .rev()
+        .find(|e| e["event"]["kind"] == "queue")
+        .expect("the logged notice");
+    assert_eq!(logged["event"]["position"], 2);
+    let current = now.last().unwrap();
+    assert_eq!(current["position"], 2, "{current}");
+    // P0 leaves the agent: P1 is assigned; P2 is next, and hears it.
+    handoff::resolve(app, &first.conversation(), &actor("a"), false, None)
+        .await
+        .unwrap();
+    let moved = again.until(|v| v["type"] == "queue").await.pop().unwrap();
+    assert_eq!(moved["position"], 1, "{moved}");
+}
