@@ -404,8 +404,8 @@ impl Desk {
     }
 
     /// Waiting conversations whose place in their queue changed since the participant
-    /// was last told: (conversation, place, expected wait, an agent has room).
-    fn moved_places(&self) -> Vec<(String, usize, Option<i64>, bool)> {
+    /// was last told: (conversation, queue, place, agents available, an agent has room).
+    fn moved_places(&self) -> Vec<(String, String, usize, usize, bool)> {
         let mut st = self.state.lock().expect("desk lock");
         let mut waiting: Vec<&HandoffRow> =
             st.open.values().filter(|r| r.status == "queued").collect();
@@ -431,16 +431,11 @@ impl Desk {
                 let room = st
                     .taking(&queue)
                     .any(|(id, s)| st.load(id) < s.info.capacity);
-                out.push((conv, place, agents, room, queue));
+                out.push((conv, queue, place, agents, room));
             }
         }
         st.told = told;
-        drop(st);
-        out.into_iter()
-            .map(|(conv, place, agents, room, queue)| {
-                (conv, place, self.expected_wait(&queue, place, agents), room)
-            })
-            .collect()
+        out
     }
 
     /// Where a waiting conversation stands: its place in its queue (1 = next) and the
@@ -687,13 +682,15 @@ fn standing_notice(app: &App, row: &HandoffRow, state: &State, now_ms: i64) -> S
             "We're closed right now. We will reply by {when} your time ({zone_name}). You can leave: the reply will reach you here."
         )
     } else if agents == 0 {
-        "No one is available right now. Leave your message: a person will reply here as soon as someone is available, even if you have left.".to_string()
+        NOBODY_AVAILABLE.to_string()
     } else {
         standing.expected_wait_ms = app.desk.expected_wait(queue, position, agents);
         line_text(position, standing.expected_wait_ms, room)
     };
     standing
 }
+
+const NOBODY_AVAILABLE: &str = "No one is available right now. Leave your message: a person will reply here as soon as someone is available, even if you have left.";
 
 /// Where someone stands in line, in words.
 fn line_text(position: usize, expected_wait_ms: Option<i64>, room: bool) -> String {
@@ -718,22 +715,50 @@ fn line_text(position: usize, expected_wait_ms: Option<i64>, room: bool) -> Stri
 /// Tells participants still waiting whose place in line moved where they stand now
 /// (a `queue` signal, not logged: the log keeps the notice given on joining).
 fn tell_new_places(app: &App) {
-    for (conversation, position, expected, room) in app.desk.moved_places() {
+    for (conversation, queue, position, agents, room) in app.desk.moved_places() {
         let Some(conv) = app.convs.in_memory_conv(&conversation) else {
             continue;
         };
-        conv.signal(place_frame(position, expected, room));
+        if let Some(frame) = place_frame(app, &queue, position, agents, room) {
+            conv.signal(frame);
+        }
     }
 }
 
-fn place_frame(position: usize, expected: Option<i64>, room: bool) -> String {
-    json!({
-        "type": "queue",
-        "position": position,
-        "expected_wait_ms": expected,
-        "text": line_text(position, expected, room),
-    })
-    .to_string()
+/// A `queue` signal, or none while the queue is closed by its business hours (then
+/// the logged notice, "we will reply by …", stays true whatever the place).
+fn place_frame(
+    app: &App,
+    queue: &str,
+    position: usize,
+    agents: usize,
+    room: bool,
+) -> Option<String> {
+    let now = Timestamp::from_millisecond(app.clock.now_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let hours = app
+        .config
+        .handoff
+        .queues
+        .get(queue)
+        .and_then(|q| q.hours.as_ref());
+    if hours.is_some_and(|c| !c.is_open(now)) {
+        return None;
+    }
+    let expected = app.desk.expected_wait(queue, position, agents);
+    let text = if agents == 0 {
+        NOBODY_AVAILABLE.to_string()
+    } else {
+        line_text(position, expected, room)
+    };
+    Some(
+        json!({
+            "type": "queue",
+            "position": position,
+            "expected_wait_ms": expected,
+            "text": text,
+        })
+        .to_string(),
+    )
 }
 
 /// The `queue` signal for a participant (re)connecting while waiting in line: where
@@ -744,8 +769,7 @@ pub fn place_now(app: &App, conversation: &str) -> Option<String> {
         .row(conversation)
         .filter(|r| r.status == "queued")?;
     let (position, agents, room) = app.desk.standing(&row.queue, &row);
-    let expected = app.desk.expected_wait(&row.queue, position, agents);
-    Some(place_frame(position, expected, room))
+    place_frame(app, &row.queue, position, agents, room)
 }
 
 /// Runs assignment whenever the desk changes (a hand-off queued or resolved, an agent
