@@ -212,7 +212,31 @@ pub async fn run(o: Options) -> anyhow::Result<Value> {
     for a in &agents {
         tokio::spawn(desk_stream(addr.clone(), a.clone(), assigned_tx.clone()));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every agent online (their desk streams open) before anyone is handed off.
+    let cookie = agents[0].cookie.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, desk) = http::call(
+            &addr,
+            "GET",
+            "/api/desk",
+            &[("Cookie", cookie.clone())],
+            None,
+        )
+        .await?;
+        let online = serde_json::from_str::<Value>(&desk)?["agents"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if online == o.agents {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {online} of {} agents online",
+            o.agents
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Participants: each handed off as it connects; replies timed on arrival.
     let base = Instant::now();

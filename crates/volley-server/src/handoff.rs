@@ -163,6 +163,10 @@ pub struct Desk {
     state: Mutex<DeskState>,
     updates: broadcast::Sender<Update>,
     kick: Notify,
+    /// Changes asked for, and the latest one the assignment task has acted on: they
+    /// let a caller wait until assignment has caught up ([`Desk::settled`]).
+    kicks: std::sync::atomic::AtomicU64,
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Desk {
@@ -171,6 +175,8 @@ impl Default for Desk {
             state: Mutex::default(),
             updates: broadcast::channel(UPDATES_BUFFER).0,
             kick: Notify::new(),
+            kicks: Default::default(),
+            rounds: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -265,8 +271,22 @@ impl Desk {
             to,
         });
         if moves {
-            self.kick.notify_one();
+            self.wake();
         }
+    }
+
+    /// Asks the assignment task for a round.
+    fn wake(&self) {
+        self.kicks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.kick.notify_one();
+    }
+
+    /// Waits until the assignment task has acted on every change made before the call
+    /// (assigned what it could, told waiting participants their new places).
+    pub async fn settled(&self) {
+        let asked = self.kicks.load(std::sync::atomic::Ordering::SeqCst);
+        let mut rounds = self.rounds.subscribe();
+        let _ = rounds.wait_for(|done| *done >= asked).await;
     }
 
     /// Console updates: every hand-off change, and agents coming and going.
@@ -279,7 +299,7 @@ impl Desk {
             frame: r#"{"type":"agents"}"#.into(),
             to: Vec::new(),
         });
-        self.kick.notify_one();
+        self.wake();
     }
 
     /// An agent opens a console: online (and available) until the returned guard drops.
@@ -781,6 +801,8 @@ pub async fn run(app: Arc<App>) {
             () = app.desk.kick.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        // Everything asked for up to here is covered by this round.
+        let asked = app.desk.kicks.load(std::sync::atomic::Ordering::SeqCst);
         for (conv, agent) in app.desk.plan() {
             let actor = Actor {
                 id: agent.id.clone(),
@@ -793,6 +815,7 @@ pub async fn run(app: Arc<App>) {
             }
         }
         tell_new_places(&app);
+        app.desk.rounds.send_replace(asked);
     }
 }
 

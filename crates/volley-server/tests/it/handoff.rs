@@ -102,7 +102,8 @@ async fn waiting_conversations_go_to_agents_within_capacity_longest_waiting_firs
     }
     owners.sort();
     assert_eq!(owners, ["a", "a", "b"]);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once assignment has caught up, nobody is over capacity: the rest still wait.
+    app.desk.settled().await;
     for c in &convs[3..] {
         let row = app.store.handoff(c).await.unwrap().unwrap();
         assert_eq!(row.status, "queued", "over capacity: {row:?}");
@@ -361,14 +362,16 @@ async fn a_snoozed_conversation_comes_back_on_time_or_when_the_participant_write
         app.store.handoff(&conv).await.unwrap().unwrap().status,
         "snoozed"
     );
-    clock.advance(Duration::from_secs(59 * 60));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        app.store.handoff(&conv).await.unwrap().unwrap().status,
-        "snoozed",
-        "woke early"
+    // Its wake-up is a durable timer due exactly then (the scheduler never fires early:
+    // tests/it/scheduling.rs).
+    let before = app.store.timers_due(until - 1, (0, 0), 10).await.unwrap();
+    assert!(before.iter().all(|t| t.kind != "snooze"), "{before:?}");
+    let due = app.store.timers_due(until, (0, 0), 10).await.unwrap();
+    assert!(
+        due.iter().any(|t| t.kind == "snooze" && t.due_at == until),
+        "{due:?}"
     );
-    clock.advance(Duration::from_secs(2 * 60));
+    clock.advance(Duration::from_secs(61 * 60));
     let row = row_until(&server, &conv, |r| r.status == "assigned").await;
     assert_eq!(row.snoozed_until, None);
     let log = app.store.events_after(&conv, 0, 100).await.unwrap();
