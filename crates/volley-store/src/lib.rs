@@ -502,8 +502,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends rows to showing logs (one transaction, batched with other writes).
     async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()>;
     /// Rows of a showing with `seq > after`, in order, at most `limit`.
-    async fn showing_log(&self, showing_id: &str, after: i64, limit: i64)
-    -> Result<Vec<ShowingRow>>;
+    async fn showing_log(
+        &self,
+        showing_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ShowingRow>>;
     /// Rows of `kind` about a viewer, across showings, latest first.
     async fn viewer_rows(&self, viewer_id: &str, kind: &str, limit: i64)
     -> Result<Vec<ShowingRow>>;

@@ -1382,7 +1382,10 @@ impl Store for SqliteStore {
         registration: RegistrationRow,
         reminders: Vec<NewTimer>,
     ) -> Result<(RegistrationRow, bool)> {
-        match self.submit(Write::Register(registration, reminders)).await? {
+        match self
+            .submit(Write::Register(registration, reminders))
+            .await?
+        {
             Output::Registered(r, new) => Ok((r, new)),
             _ => unreachable!("a registration answers with the registration"),
         }
