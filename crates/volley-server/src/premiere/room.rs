@@ -20,6 +20,7 @@ use volley_events::{CueKind, Event, Occurrence, Phase};
 use volley_store::{ShowingRow, Store};
 
 use super::limits::*;
+use crate::telemetry::names;
 
 /// Who a broadcast is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +368,7 @@ impl RoomTask {
                 reply,
             } => {
                 self.state.present += 1;
+                metrics::gauge!(names::EVENT_VIEWERS).increment(1.0);
                 self.state.peak = self.state.peak.max(self.state.present);
                 self.room
                     .present
@@ -392,6 +394,7 @@ impl RoomTask {
             }
             Command::Leave { sender, watched } => {
                 self.state.present = self.state.present.saturating_sub(1);
+                metrics::gauge!(names::EVENT_VIEWERS).decrement(1.0);
                 self.room
                     .present
                     .store(self.state.present, Ordering::Relaxed);
@@ -625,6 +628,7 @@ impl RoomTask {
             moderator: s.moderator.is_some(),
             replay: s.replay,
         };
+        metrics::counter!(names::EVENT_CHAT).increment(1);
         let mut out = chat.json();
         out["t"] = "chat".into();
         batch.out(To::All, out);
