@@ -19,6 +19,7 @@ mod conversation;
 mod desk_api;
 mod error;
 mod events;
+mod exports;
 mod flows;
 pub mod handoff;
 mod ids;
@@ -126,6 +127,19 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/flows", FlowSource, api::list_flows),
         endpoint(M::POST, "/api/flows", FlowSource, api::publish_flow),
         endpoint(M::GET, "/api/flows/{id}", Message, api::flow_detail),
+        endpoint(M::GET, "/api/flows/{id}/results", Message, exports::results),
+        endpoint(
+            M::GET,
+            "/api/conversations/{id}/transcript",
+            Message,
+            exports::transcript,
+        ),
+        endpoint(
+            M::GET,
+            "/api/events/{id}/attendance",
+            Message,
+            exports::attendance,
+        ),
         endpoint(M::GET, "/api/events", FlowSource, events::list),
         endpoint(M::POST, "/api/events", FlowSource, events::publish_event),
         endpoint(M::GET, "/api/events/{id}", Message, events::detail),

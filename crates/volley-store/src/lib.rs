@@ -498,6 +498,15 @@ pub trait Store: Send + Sync + 'static {
     async fn set_agent_queues(&self, user_id: &str, queues: Vec<String>) -> Result<()>;
 
     /// Waits for pending writes and closes the database.
+    /// A flow's conversations with `no > after` (the insertion order), at most `limit`,
+    /// with their `no`: pages of an export.
+    async fn flow_conversations(
+        &self,
+        flow_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, ConversationRow)>>;
+
     // Premieres (showings being watched).
     /// Appends rows to showing logs (one transaction, batched with other writes).
     async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()>;

@@ -1577,6 +1577,43 @@ impl Store for SqliteStore {
         Ok(row.map(conversation_row))
     }
 
+    async fn flow_conversations(
+        &self,
+        flow_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, ConversationRow)>> {
+        let sql = format!(
+            "SELECT no, {CONVERSATION_COLUMNS} FROM conversations
+             WHERE flow_id = ? AND no > ? ORDER BY no LIMIT ?"
+        );
+        let rows: Vec<(i64, ConversationRow)> = sqlx::query(AssertSqlSafe(sql))
+            .bind(flow_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|r| {
+                use sqlx::Row;
+                let no: i64 = r.get(0);
+                let t: ConversationTuple = (
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                );
+                (no, conversation_row(t))
+            })
+            .collect();
+        Ok(rows)
+    }
+
     async fn calling_conversations(&self) -> Result<Vec<String>> {
         // A literal status, so the partial index `conversations_calling` applies.
         let rows: Vec<(String,)> =

@@ -677,6 +677,13 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/api/flows", Access::Public),
     ("POST", "/api/flows", Access::Scope("flows:write")),
     ("GET", "/api/flows/{id}", Access::Scope("flows:write")),
+    ("GET", "/api/flows/{id}/results", Access::Scope("admin")),
+    (
+        "GET",
+        "/api/conversations/{id}/transcript",
+        Access::Scope("admin"),
+    ),
+    ("GET", "/api/events/{id}/attendance", Access::Scope("admin")),
     ("GET", "/api/events", Access::Public),
     ("POST", "/api/events", Access::Scope("flows:write")),
     ("GET", "/api/events/{id}", Access::Public),

@@ -6,6 +6,7 @@ mod browser;
 mod campaigns;
 mod channels;
 mod events;
+mod exports;
 mod handoff;
 mod http;
 mod outbound;
