@@ -679,6 +679,17 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/api/flows/{id}", Access::Scope("flows:write")),
     ("GET", "/api/flows/{id}/results", Access::Scope("admin")),
     (
+        "POST",
+        "/api/flows/{id}/start",
+        Access::Scope("conversations:write"),
+    ),
+    ("POST", "/api/contacts", Access::Scope("contacts:write")),
+    (
+        "POST",
+        "/api/conversations/{id}/messages",
+        Access::Scope("conversations:write"),
+    ),
+    (
         "GET",
         "/api/conversations/{id}/transcript",
         Access::Scope("admin"),

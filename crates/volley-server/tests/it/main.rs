@@ -9,6 +9,7 @@ mod events;
 mod exports;
 mod handoff;
 mod http;
+mod inbound;
 mod outbound;
 mod premieres;
 mod scheduling;
