@@ -223,7 +223,6 @@ pub async fn results(
     let state = (app, id.clone(), 0_i64, Some(header_line), false);
     let stream = futures_util::stream::unfold(state, move |(app, id, after, first, done)| {
         let variables = variables.clone();
-        let filter = filter.clone();
         async move {
             if let Some(h) = first {
                 return Some((

@@ -134,8 +134,7 @@ impl Viewer {
         let r = format!("r{}", rand_ref());
         v["ref"] = r.clone().into();
         self.send(v).await;
-        let answer = self.until_ref(&r).await;
-        answer
+        self.until_ref(&r).await
     }
 
     async fn until_ref(&mut self, r: &str) -> Value {
