@@ -235,6 +235,25 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// How busy the machine is: the 1-minute load average and the share of the last 10 s
+/// in which some runnable task waited for a CPU (PSI), to read the figures against.
+fn machine_load() -> Value {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok());
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|p| {
+            p.lines()
+                .find(|l| l.starts_with("some"))?
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("avg10="))?
+                .parse::<f64>()
+                .ok()
+        });
+    json!({"loadavg_1m": load, "cpu_pressure_some_avg10_pct": pressure})
+}
+
 /// The soft limit of open files of this process.
 fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -789,6 +808,7 @@ async fn run_peer(a: &Args, peer: Peer) -> anyhow::Result<Value> {
         a.viewers, a.rate
     );
     let hold = Duration::from_secs_f64(a.hold);
+    let load_start = machine_load();
     tokio::time::sleep(hold).await;
     let rss_before = peer.pid.and_then(crate::rss_kib);
     let cpu_start = peer.pid.and_then(cpu_seconds);
@@ -876,6 +896,8 @@ async fn run_peer(a: &Args, peer: Peer) -> anyhow::Result<Value> {
     };
     let drain_secs = last_sent.elapsed().as_secs_f64();
     let cpu_end = peer.pid.and_then(cpu_seconds);
+    let rss_end = peer.pid.and_then(crate::rss_kib);
+    let load_end = machine_load();
     let client_cpu_end = cpu_seconds(std::process::id());
     let _ = stop_tx.send(true);
 
@@ -932,6 +954,7 @@ async fn run_peer(a: &Args, peer: Peer) -> anyhow::Result<Value> {
         "all_delivered": complete,
         "drain_seconds": round2(drain_secs),
         "deliveries": l.count.load(Ordering::Relaxed),
+        "deliveries_per_second": (l.count.load(Ordering::Relaxed) as f64 / (send_secs + drain_secs)).round(),
         "duplicates": shared.duplicates.load(Ordering::Relaxed),
         "latency_ms": {
             "p50": ms(l.quantile(0.50)),
@@ -947,9 +970,12 @@ async fn run_peer(a: &Args, peer: Peer) -> anyhow::Result<Value> {
         "server_rss_after_kib": rss_after,
         "server_rss_after_mib": rss_after.map(|k| round2(k as f64 / 1024.0)),
         "rss_per_viewer_kb": rss_per_viewer_kb,
+        "server_rss_end_mib": rss_end.map(|k| round2(k as f64 / 1024.0)),
         "server_cpu_seconds_connecting": diff(cpu_start, cpu_connected),
         "server_cpu_seconds_messages": diff(cpu_send, cpu_end),
         "client_cpu_seconds_messages": diff(client_cpu_send, client_cpu_end),
+        "machine_at_start": load_start,
+        "machine_at_end": load_end,
     }))
 }
 
@@ -1103,6 +1129,7 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<Value> {
         }
     }
     let started = Instant::now();
+    let load_start = machine_load();
     let _ = go_tx.send(true);
     let mut errors = Vec::new();
     let mut delays = Vec::new();
@@ -1149,5 +1176,7 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<Value> {
         "met": p99 < 100.0,
         "seconds": round2(secs),
         "server_rss_mib": peer.pid.and_then(crate::rss_kib).map(|k| round2(k as f64 / 1024.0)),
+        "machine_at_start": load_start,
+        "machine_at_end": machine_load(),
     }))
 }
