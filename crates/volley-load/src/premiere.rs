@@ -116,6 +116,10 @@ pub struct SyncArgs {
     /// Seed of the skews.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Chat posted meanwhile, messages per second, by ceil(rate) extra viewers (every
+    /// viewer receives it, so pongs queue behind chat frames); 0 for none.
+    #[arg(long, default_value_t = 0.0)]
+    chat_rate: f64,
     /// Viewers connecting at a time.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -1096,6 +1100,39 @@ async fn sync_viewer(
     Ok((estimated - truth, delays))
 }
 
+/// A viewer that posts a chat message every `every` from `go` until `done`; returns how
+/// many it sent.
+async fn chatter(
+    protocol: Arc<Protocol>,
+    i: usize,
+    every: Duration,
+    offset: Duration,
+    mut go: watch::Receiver<bool>,
+    mut done: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let (mut ws, _) = protocol.join().await?;
+    protocol.set_name(&mut ws, &format!("chatter{i}")).await?;
+    let _ = go.wait_for(|g| *g).await;
+    tokio::time::sleep(offset).await;
+    let mut tick = tokio::time::interval(every);
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            _ = done.changed() => break,
+            _ = tick.tick() => {
+                let text = format!("pm:{seq}:{} from chatter{i}", now_us());
+                ws.send(Message::Text(protocol.chat(seq, &text).into())).await?;
+                seq += 1;
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(_)) => {}
+                other => bail!("chatter {i} lost its connection: {other:?}"),
+            },
+        }
+    }
+    Ok(seq)
+}
+
 pub async fn sync(a: SyncArgs) -> anyhow::Result<Value> {
     check_open_files(a.viewers)?;
     let peer = volley_peer(&a.target).await?;
@@ -1106,6 +1143,25 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<Value> {
     let mut tasks = Vec::with_capacity(a.viewers);
     let mut skews = Vec::with_capacity(a.viewers);
     let mut connected = 0;
+    let (done_tx, done_rx) = watch::channel(false);
+    let chatters: Vec<_> = if a.chat_rate > 0.0 {
+        let n = a.chat_rate.ceil() as usize;
+        let every = Duration::from_secs_f64(n as f64 / a.chat_rate);
+        (0..n)
+            .map(|i| {
+                tokio::spawn(chatter(
+                    protocol.clone(),
+                    i,
+                    every,
+                    every.mul_f64(i as f64 / n as f64),
+                    go_rx.clone(),
+                    done_rx.clone(),
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     for chunk in (0..a.viewers).collect::<Vec<_>>().chunks(a.batch.max(1)) {
         let mut ramp = Vec::new();
         for _ in chunk {
@@ -1144,6 +1200,14 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<Value> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let _ = done_tx.send(true);
+    let mut chat_sent = 0;
+    for c in chatters {
+        match c.await? {
+            Ok(n) => chat_sent += n,
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
     let mut abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
     abs.sort_by(f64::total_cmp);
     delays.sort_by(f64::total_cmp);
@@ -1161,6 +1225,8 @@ pub async fn sync(a: SyncArgs) -> anyhow::Result<Value> {
         "ping_interval_ms": a.interval_ms,
         "clock_skew_ms": format!("±{}", a.skew_ms),
         "skew_abs_p99_ms": round2(quantile(&skews, 0.99)),
+        "chat_rate_per_second": a.chat_rate,
+        "chat_messages_sent": chat_sent,
         "live_position_error_ms": {
             "p50": round2(quantile(&abs, 0.50)),
             "p99": round2(p99),
