@@ -977,6 +977,10 @@ async fn run_peer(a: &Args, peer: Peer) -> anyhow::Result<Value> {
         "server_rss_end_mib": rss_end.map(|k| round2(k as f64 / 1024.0)),
         "server_cpu_seconds_connecting": diff(cpu_start, cpu_connected),
         "server_cpu_seconds_messages": diff(cpu_send, cpu_end),
+        // CPU time the server spent per message delivered to a viewer (µs).
+        "server_cpu_us_per_delivery": diff(cpu_send, cpu_end)
+            .filter(|_| l.count.load(Ordering::Relaxed) > 0)
+            .map(|c| round2(c * 1e6 / l.count.load(Ordering::Relaxed) as f64)),
         "client_cpu_seconds_messages": diff(client_cpu_send, client_cpu_end),
         "machine_at_start": load_start,
         "machine_at_end": load_end,
