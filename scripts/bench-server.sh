@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p volley -p volley-load
 export RUST_BACKTRACE=0
-VOLLEY=target/release/volley
-LOAD=target/release/volley-load
+VOLLEY=${CARGO_TARGET_DIR:-target}/release/volley
+LOAD=${CARGO_TARGET_DIR:-target}/release/volley-load
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
