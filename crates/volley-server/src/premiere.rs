@@ -437,14 +437,16 @@ pub async fn socket(
     let moderator = crate::auth::page_moderator(req.headers(), &app)
         .await
         .map(|s| (s.name, s.id));
-    let joining = Joining {
+    // Boxed: it is moved into the connection's task, whose future would keep room for
+    // it for as long as the connection lasts.
+    let joining = Box::new(Joining {
         published,
         showing,
         key,
         token,
         viewer_id,
         moderator,
-    };
+    });
     // Only what a client sends is buffered by tungstenite (every frame to a viewer is
     // written straight to the socket, see `wire`): a small read buffer is enough for
     // client messages (at most 4 KB, read in several goes when longer), and the write
@@ -532,7 +534,7 @@ struct Connection {
     watched: Watched,
 }
 
-async fn viewer(app: Arc<App>, mut socket: Socket, j: Joining) {
+async fn viewer(app: Arc<App>, mut socket: Socket, j: Box<Joining>) {
     app.connections.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!(crate::telemetry::names::CONNECTIONS).increment(1.0);
     let _counted = crate::ws::Counted(app.clone());
@@ -562,7 +564,7 @@ async fn viewer(app: Arc<App>, mut socket: Socket, j: Joining) {
 
 /// Joins the room; returns the connection and its `hello` frame, or `None` when the
 /// viewer could not join (the socket is closed).
-async fn join(app: &Arc<App>, socket: &mut Socket, j: Joining) -> Option<(Connection, Bytes)> {
+async fn join(app: &Arc<App>, socket: &mut Socket, j: Box<Joining>) -> Option<(Connection, Bytes)> {
     let room = match app
         .premieres
         .room(app, &j.published, &j.showing, &j.key)
@@ -758,9 +760,19 @@ async fn serve(app: &App, socket: &mut Socket, c: &mut Connection) {
                     Asked::Room(message, reference) => {
                         let (reply, answer) = oneshot::channel();
                         let command = Command::Client { sender: c.sender.clone(), message, reply };
-                        answers.push_back(match c.room.commands.send(command).await {
-                            Ok(()) => Answer::Room { reference, reply: answer },
-                            Err(_) => Answer::Ready(error_frame(&unavailable(), &reference)),
+                        // A full queue (rare) is waited for in a box: the future of every
+                        // connection need not have room for it.
+                        let sent = match c.room.commands.try_send(command) {
+                            Ok(()) => true,
+                            Err(mpsc::error::TrySendError::Full(command)) => {
+                                Box::pin(c.room.commands.send(command)).await.is_ok()
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        };
+                        answers.push_back(if sent {
+                            Answer::Room { reference, reply: answer }
+                        } else {
+                            Answer::Ready(error_frame(&unavailable(), &reference))
                         });
                     }
                 }

@@ -128,14 +128,14 @@ impl Upgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
+            // No handshake: this future is ready at once.
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
                 Some(config),
-            )
-            .await;
+            );
             serve(Socket {
-                ws,
+                ws: ws.await,
                 owes_pong: false,
             })
             .await;
@@ -207,12 +207,43 @@ impl Socket {
         Ok(())
     }
 
-    /// Sends a close frame (the connection ends).
-    pub async fn close(&mut self, code: u16, reason: &'static str) {
+    /// Sends a close frame (the connection ends). Boxed: a connection's future need
+    /// not have room for it.
+    pub fn close(
+        &mut self,
+        code: u16,
+        reason: &'static str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        Box::pin(async move {
+            let _ = self.ws.send(Message::Close(Some(frame))).await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    use super::text_frame;
+
+    #[test]
+    fn text_frames_have_the_header_of_every_length_class() {
+        for n in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let frame = text_frame(&vec![b'a'; n]);
+            let mut cursor = Cursor::new(&frame[..]);
+            let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert!(header.is_final, "{n}");
+            assert_eq!(header.opcode, OpCode::Data(Data::Text), "{n}");
+            assert!(header.mask.is_none(), "{n}");
+            assert_eq!(len, n as u64);
+            assert_eq!(cursor.position() as usize + n, frame.len(), "{n}");
+        }
     }
 }
