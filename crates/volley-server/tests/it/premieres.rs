@@ -836,6 +836,36 @@ async fn registrants_get_each_reminder_once_and_late_ones_hear_it_is_starting() 
     server.stop().await;
 }
 
+/// A replay's `hello` carries up to 5,000 messages, far more than a socket takes at
+/// once: it arrives whole.
+#[tokio::test]
+async fn a_replay_hello_of_thousands_of_messages_arrives_whole() {
+    let clock = at("2026-12-10T19:30:00Z");
+    let server = talk_server(clock.clone(), |_| {}).await;
+    let text = "y".repeat(400);
+    let rows = (1..=3000)
+        .map(|seq| volley_store::ShowingRow {
+            showing_id: SHOWING.into(),
+            seq,
+            kind: "chat".into(),
+            viewer_id: Some("vsomeone".into()),
+            data: json!({"name": "Ana", "text": format!("{seq} {text}"), "pos": seq,
+                "moderator": false, "replay": false})
+            .to_string(),
+            at: 1_796_000_000_000 + seq,
+        })
+        .collect();
+    server.running.app.store.append_showing(rows).await.unwrap();
+    let mut r = Viewer::join(&server, &format!("showing={SHOWING}"), None).await;
+    let chat = r.hello["chat"].as_array().unwrap();
+    assert_eq!(chat.len(), 3000);
+    assert_eq!(chat[2999]["text"], format!("3000 {text}"));
+    // The connection goes on after it.
+    r.send(json!({"t": "ping", "c": 1})).await;
+    assert_eq!(r.until("pong", |_| true).await["c"], 1);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_replay_brings_back_the_chat_at_its_offsets_and_labels_itself() {
     let clock = at("2026-12-10T19:00:15Z");
