@@ -571,6 +571,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::desk_api::delete_canned, crate::desk_api::set_queues,
         crate::events::list, crate::events::detail, crate::events::media, crate::events::publish_event,
         crate::premiere::register,
+        crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete,
+        crate::webhooks::deliveries, crate::webhooks::replay,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
@@ -582,6 +584,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         (name = "accounts", description = "Console users, sessions and API keys (docs/accounts.md)"),
         (name = "events", description = "Premieres: published events, their showings and media (docs/events.md)"),
         (name = "handoff", description = "The agent desk: hand-offs, replies, canned responses (docs/handoff.md)"),
+        (name = "webhooks", description = "Outbound webhooks: endpoints, delivery logs, replay (docs/webhooks.md)"),
     )
 )]
 pub struct ApiDoc;

@@ -81,7 +81,7 @@ pub async fn style() -> Response {
 
 /// An HTML page: never cached, never framed. Images in messages may come from
 /// anywhere on https (flows show them); scripts and requests only from here.
-fn page(status: StatusCode, html: String) -> Response {
+pub(crate) fn page(status: StatusCode, html: String) -> Response {
     (
         status,
         [
@@ -102,7 +102,7 @@ fn page(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
-fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
+pub(crate) fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     page(
         status,
         format!(

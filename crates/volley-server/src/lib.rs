@@ -28,6 +28,7 @@ mod premiere;
 mod scheduler;
 mod session;
 mod telemetry;
+pub mod webhooks;
 mod wire;
 mod ws;
 
@@ -77,6 +78,8 @@ pub struct App {
     pub logins: auth::LoginLimiter,
     /// Premieres being watched: a room per showing.
     pub premieres: premiere::Rooms,
+    /// Outbound webhooks: the endpoints and the dispatcher's and sender's signals.
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// How large a route's request body may be.
@@ -286,6 +289,28 @@ fn endpoints() -> Vec<Endpoint> {
             Message,
             desk_api::set_queues,
         ),
+        endpoint(M::GET, "/api/webhooks", Message, webhooks::list),
+        endpoint(M::POST, "/api/webhooks", Message, webhooks::create),
+        endpoint(M::DELETE, "/api/webhooks/{id}", Message, webhooks::delete),
+        endpoint(
+            M::GET,
+            "/api/webhooks/{id}/deliveries",
+            Message,
+            webhooks::deliveries,
+        ),
+        endpoint(
+            M::POST,
+            "/api/webhooks/{id}/deliveries/{delivery}/replay",
+            Message,
+            webhooks::replay,
+        ),
+        endpoint(M::GET, "/console/webhooks", Message, webhooks::console_page),
+        endpoint(
+            M::POST,
+            "/console/webhooks/replay",
+            Message,
+            webhooks::console_replay,
+        ),
         endpoint(M::GET, "/metrics", Message, telemetry::render),
         endpoint(M::GET, "/healthz", Message, api::healthz),
         endpoint(M::GET, "/readyz", Message, api::readyz),
@@ -397,6 +422,7 @@ pub async fn start_with_store(
         desk: handoff::Desk::default(),
         logins: auth::LoginLimiter::default(),
         premieres: premiere::Rooms::default(),
+        webhooks: webhooks::Webhooks::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -460,6 +486,7 @@ pub async fn start_with_store(
     let scheduler = tokio::spawn(scheduler::run(app.clone()));
     premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
+    let webhook_tasks = webhooks::start(&app).await?;
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -480,6 +507,9 @@ pub async fn start_with_store(
         outbound.abort();
         let _ = scheduler.await;
         let _ = desk.await;
+        for t in webhook_tasks {
+            let _ = t.await;
+        }
     });
     Ok(Running {
         addr,

@@ -53,6 +53,8 @@ pub mod names {
     pub const EVENT_VIEWERS: &str = "volley_event_viewers";
     /// Premiere chat messages posted.
     pub const EVENT_CHAT: &str = "volley_event_chat_messages_total";
+    /// Webhook delivery attempts, by `result` (`delivered`, `retry`, `dead`).
+    pub const WEBHOOK_DELIVERIES: &str = "volley_webhook_deliveries_total";
 }
 
 pub async fn render() -> String {

@@ -12,4 +12,5 @@ mod outbound;
 mod premieres;
 mod scheduling;
 mod support;
+mod webhooks;
 mod websocket;
