@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Server benchmarks for docs/BENCHMARKS.md: start-up with 50 flows, idle RSS,
-# answer throughput and latency, idle WebSocket connections. Loopback only.
+# answer throughput and latency, idle WebSocket connections, timers, hand-off, premiere
+# chat against socket.io and premiere clock sync. Loopback only.
 #
-#   scripts/bench-server.sh [startup|throughput|idle|all]
+#   scripts/bench-server.sh [startup|throughput|idle|timers|handoff|premiere|premiere-sync|all]
 #
-# Needs: curl. Uses ports 18300-18302 and a temporary directory.
+# Needs: curl; node and npm for premiere (socket.io is installed into
+# bench/socketio/node_modules). Uses ports 18300-18302, free ports and a temporary
+# directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p volley -p volley-load
 export RUST_BACKTRACE=0
-VOLLEY=target/release/volley
-LOAD=target/release/volley-load
+VOLLEY=${CARGO_TARGET_DIR:-target}/release/volley
+LOAD=${CARGO_TARGET_DIR:-target}/release/volley-load
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -86,12 +89,27 @@ handoff() {
   $LOAD handoff --volley "$VOLLEY"
 }
 
+premiere() {
+  # 9,000 viewers in one event chat, Volley against a socket.io 4 room (docs/BENCHMARKS.md):
+  # 20 messages at 5/s, then 50/s sustained for 60 s.
+  [ -d bench/socketio/node_modules ] || npm ci --prefix bench/socketio --no-audit --no-fund
+  $LOAD premiere --volley "$VOLLEY" --viewers 9000 --messages 20 --rate 5
+  $LOAD premiere --volley "$VOLLEY" --viewers 9000 --rate 50 --duration 60
+}
+
+premiere_sync() {
+  # 1,000 viewers with clocks off by up to ±5 s run the clock-offset protocol.
+  $LOAD premiere-sync --volley "$VOLLEY" --viewers 1000
+}
+
 case "${1:-all}" in
   startup) startup ;;
   throughput) throughput ;;
   idle) idle ;;
   timers) timers ;;
   handoff) handoff ;;
-  all) startup; throughput; idle; timers; handoff ;;
-  *) echo "usage: $0 [startup|throughput|idle|timers|handoff|all]" >&2; exit 2 ;;
+  premiere) premiere ;;
+  premiere-sync) premiere_sync ;;
+  all) startup; throughput; idle; timers; handoff; premiere; premiere_sync ;;
+  *) echo "usage: $0 [startup|throughput|idle|timers|handoff|premiere|premiere-sync|all]" >&2; exit 2 ;;
 esac

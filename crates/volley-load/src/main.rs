@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 mod crash;
 mod handoff;
 mod http;
+mod premiere;
 mod server;
 mod timers;
 
@@ -120,6 +121,13 @@ enum Scenario {
         #[arg(long, default_value_t = 95_000)]
         seed: usize,
     },
+    /// Premiere chat: thousands of viewers in one event chat, Volley's
+    /// `/events/{id}/ws` against a socket.io 4 room broadcast with the same client code;
+    /// delivery latency, losses and server memory per viewer, side by side.
+    Premiere(premiere::Args),
+    /// Premiere clock sync: viewers with skewed clocks run the clock-offset protocol of
+    /// docs/watching.md; reports how far their live position is from the server's.
+    PremiereSync(premiere::SyncArgs),
 }
 
 fn ws_config() -> WebSocketConfig {
@@ -480,6 +488,8 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Scenario::Premiere(args) => premiere::run(args).await,
+            Scenario::PremiereSync(args) => premiere::sync(args).await,
         }
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

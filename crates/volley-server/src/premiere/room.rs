@@ -55,7 +55,7 @@ pub enum Command {
     Join {
         sender: Sender,
         name: Option<String>,
-        reply: oneshot::Sender<(Value, broadcast::Receiver<Arc<Out>>)>,
+        reply: oneshot::Sender<Joined>,
     },
     Leave {
         sender: Sender,
@@ -186,14 +186,19 @@ struct State {
     peak: usize,
 }
 
+/// What a joining viewer gets: the room's part of `hello` and its subscription.
+type Joined = (Value, broadcast::Receiver<Arc<Out>>);
+/// A client message's answer, to send once its rows are committed.
+type Reply = (oneshot::Sender<Result<(), Refusal>>, Result<(), Refusal>);
+
 /// The effects of one batch, released after its rows are committed.
 #[derive(Default)]
 struct Batch {
     rows: Vec<ShowingRow>,
     outs: Vec<Out>,
-    replies: Vec<(oneshot::Sender<Result<(), Refusal>>, Result<(), Refusal>)>,
+    replies: Vec<Reply>,
     joins: Vec<(
-        oneshot::Sender<(Value, broadcast::Receiver<Arc<Out>>)>,
+        oneshot::Sender<Joined>,
         Value,
         broadcast::Receiver<Arc<Out>>,
     )>,
