@@ -53,6 +53,9 @@ pub struct WebhooksConfig {
     pub response_bytes: usize,
     /// Attempts in flight at once (more wait their turn).
     pub concurrency: usize,
+    /// Days delivered and dead-lettered deliveries stay in the delivery log (0: for
+    /// ever).
+    pub retention_days: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -61,6 +64,7 @@ impl Default for WebhooksConfig {
             timeout_ms: 10_000,
             response_bytes: 64 * 1024,
             concurrency: 16,
+            retention_days: 30,
         }
     }
 }

@@ -12,7 +12,8 @@
 //! records every attempt with its outcome. A failure is retried after [`RETRY_MS`]; a
 //! delivery that keeps failing is dead-lettered, and an admin may replay it. Every
 //! attempt of a delivery sends the same body with the same `webhook-id`, so receivers
-//! can drop repeats (a delivery interrupted by a crash is sent again).
+//! can drop repeats (a delivery interrupted by a crash is sent again). Settled
+//! deliveries are deleted after `[webhooks] retention_days`.
 //!
 //! The signing, client and POST of Standard Webhooks are here too, shared with the
 //! notification channel (`channels.rs`).
@@ -96,6 +97,10 @@ const FEED_PAGE: i64 = 500;
 const MAX_CONNECT: Duration = Duration::from_secs(10);
 /// Wait before reading the store again after it failed.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// How often settled deliveries past their retention are deleted.
+const PRUNE_EVERY_MS: i64 = HOUR;
+/// Deliveries deleted per transaction when pruning.
+const PRUNE_BATCH: i64 = 5_000;
 /// Deliveries and dead letters shown per endpoint on the console page.
 const CONSOLE_ROWS: i64 = 20;
 
@@ -387,8 +392,12 @@ impl Webhooks {
         self.dispatched.subscribe()
     }
 
-    /// Waits until the dispatcher has read everything logged so far.
+    /// Waits until the dispatcher has read everything logged so far (at once when
+    /// there is no endpoint: nothing is read then).
     pub async fn settled(&self, app: &App) {
+        if self.endpoints().is_empty() {
+            return;
+        }
         let Ok(page) = app
             .store
             .log_since(LogCursors::default(), &[], &[], 0)
@@ -414,6 +423,7 @@ pub async fn start(app: &Arc<App>) -> Result<Vec<tokio::task::JoinHandle<()>>, S
     Ok(vec![
         tokio::spawn(dispatch(app.clone())),
         tokio::spawn(send(app.clone())),
+        tokio::spawn(prune(app.clone())),
     ])
 }
 
@@ -849,6 +859,34 @@ async fn attempt(app: &App, client: &reqwest::Client, row: DeliveryRow) {
         Err(e) => tracing::warn!(%e, delivery = row.id, "webhooks: attempt not recorded"),
     }
     app.webhooks.attempts.send_modify(|n| *n += 1);
+}
+
+/// The retention task: every [`PRUNE_EVERY_MS`] (on the server's clock), deletes the
+/// deliveries settled (delivered or dead) more than `retention_days` ago.
+async fn prune(app: Arc<App>) {
+    let days = app.config.webhooks.retention_days;
+    if days == 0 {
+        return;
+    }
+    let keep_ms = (days as i64).saturating_mul(24 * HOUR);
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let now = app.clock.now_ms();
+        loop {
+            match app.store.prune_deliveries(now - keep_ms, PRUNE_BATCH).await {
+                Ok(n) if n >= PRUNE_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(%e, "webhooks: cannot prune the delivery log");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = app.clock.sleep_until(now + PRUNE_EVERY_MS) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -642,7 +642,8 @@ pub trait Store: Send + Sync + 'static {
     async fn log_cursors(&self) -> Result<LogCursors>;
     /// Log rows after `after`, in rowid order, at most `limit` of each log: conversation
     /// entries that are the first of their conversation or of `event_kinds`, showing-log
-    /// rows of `showing_kinds`, every registration.
+    /// rows of `showing_kinds`, every registration. With `limit` 0, nothing is read and
+    /// `upto` is where the logs end.
     async fn log_since(
         &self,
         after: LogCursors,
@@ -683,6 +684,9 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a delivery again, due at `at`, with a fresh retry schedule; `false` if
     /// there is no such delivery.
     async fn replay_delivery(&self, endpoint_id: &str, id: i64, at: Ms) -> Result<bool>;
+    /// Deletes deliveries no longer pending (with their attempts) last changed before
+    /// `before`, oldest first, at most `limit`; returns how many.
+    async fn prune_deliveries(&self, before: Ms, limit: i64) -> Result<i64>;
 
     /// Waits for pending writes and closes the database.
     /// A flow's conversations with `no > after` (the insertion order), at most `limit`,

@@ -137,6 +137,10 @@ enum Write {
         id: i64,
         at: Ms,
     },
+    PruneDeliveries {
+        before: Ms,
+        limit: i64,
+    },
     /// Commit everything queued before this, then stop.
     Shutdown,
 }
@@ -1043,6 +1047,19 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             .execute(&mut *tx)
             .await?;
             Ok(Output::Deleted(true))
+        }
+        Write::PruneDeliveries { before, limit } => {
+            // Oldest first by id: old deliveries are at the start of the table.
+            let done = sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                   SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?
+                   ORDER BY id LIMIT ?)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Count(done.rows_affected() as i64))
         }
         Write::Replay {
             endpoint_id,
@@ -2704,6 +2721,16 @@ impl Store for SqliteStore {
         .bind(endpoint_id)
         .fetch_all(&self.read)
         .await?)
+    }
+
+    async fn prune_deliveries(&self, before: Ms, limit: i64) -> Result<i64> {
+        match self
+            .submit(Write::PruneDeliveries { before, limit })
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            _ => unreachable!("pruning answers with a count"),
+        }
     }
 
     async fn replay_delivery(&self, endpoint_id: &str, id: i64, at: Ms) -> Result<bool> {

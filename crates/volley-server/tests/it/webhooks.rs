@@ -708,6 +708,16 @@ async fn a_restart_loses_and_repeats_nothing() {
         goal["payload"]["data"]["conversation_id"],
         convs[0].as_str()
     );
+
+    // Settled deliveries leave the log after the retention (30 days).
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let started = Instant::now();
+    while !deliveries(&server, &endpoint, "").await.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never pruned");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, list) = api(&server, "GET", "/api/webhooks", Value::Null).await;
+    assert_eq!(list[0]["id"], endpoint.as_str(), "the endpoint stays");
     server.stop().await;
 }
 
