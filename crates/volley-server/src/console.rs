@@ -199,12 +199,17 @@ fn shell(title: &str, kind: &str, c: &Console, main: &str, data: &impl Serialize
          title=\"Available: conversations are assigned to you (Alt+A)\">Available</button>\n\
          <span id=\"live\" class=\"live\" role=\"status\">Connecting…</span>\n\
          <button id=\"notify\" type=\"button\" class=\"quiet\" hidden>Enable notifications</button>\n\
-         <a class=\"account\" href=\"/console/account\">{name}</a>\n</div>\n</header>\n\
+         {admin}<a class=\"account\" href=\"/console/account\">{name}</a>\n</div>\n</header>\n\
          <div id=\"alert\" class=\"alert\" role=\"alert\" hidden><span class=\"text\"></span> \
          <button type=\"button\" class=\"dismiss quiet\">Dismiss</button></div>\n",
         csrf = esc(&c.csrf),
         title = esc(title),
         name = esc(&c.staff.name),
+        admin = if c.staff.role == Role::Admin {
+            "<a class=\"account\" href=\"/console/webhooks\">Webhooks</a>\n"
+        } else {
+            ""
+        },
     );
     h.push_str(main);
     h.push_str(SHORTCUTS);

@@ -489,8 +489,19 @@ async fn failures_are_retried_on_the_schedule_then_dead_lettered_and_replayed() 
         );
     }
 
-    // The console lists it with a replay button (a form with the session's CSRF token).
+    // The console lists it with a replay button (a form with the session's CSRF token);
+    // the agent console links to it for admins.
     let admin = user(&server, "root@example.com", "admin").await;
+    let desk = http()
+        .get(server.http("/console"))
+        .header(COOKIE, format!("volley_session={}", admin.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(desk.contains("href=\"/console/webhooks\""), "{desk}");
     let page = http()
         .get(server.http("/console/webhooks"))
         .header(COOKIE, format!("volley_session={}", admin.token))
