@@ -502,6 +502,7 @@ pub async fn start_with_store(
     campaigns::abandon_unfinished(&app)
         .await
         .map_err(|e| e.message)?;
+    webhooks::load(&app).await?;
     app.desk.load(
         app.store.open_handoffs().await.map_err(|e| e.to_string())?,
         app.store.agent_queues().await.map_err(|e| e.to_string())?,
@@ -522,7 +523,7 @@ pub async fn start_with_store(
     let scheduler = tokio::spawn(scheduler::run(app.clone()));
     premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
-    let webhook_tasks = webhooks::start(&app).await?;
+    let webhook_tasks = webhooks::start(&app);
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;

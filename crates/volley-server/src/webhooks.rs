@@ -417,14 +417,18 @@ impl Webhooks {
     }
 }
 
-/// Loads the endpoints and starts the dispatcher and the sender.
-pub async fn start(app: &Arc<App>) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
-    app.webhooks.reload(app).await.map_err(|e| e.message)?;
-    Ok(vec![
+/// Reads the endpoints (at start-up).
+pub async fn load(app: &App) -> Result<(), String> {
+    app.webhooks.reload(app).await.map_err(|e| e.message)
+}
+
+/// Starts the dispatcher, the sender and the retention task.
+pub fn start(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
         tokio::spawn(dispatch(app.clone())),
         tokio::spawn(send(app.clone())),
         tokio::spawn(prune(app.clone())),
-    ])
+    ]
 }
 
 // ---------------------------------------------------------------------------------
