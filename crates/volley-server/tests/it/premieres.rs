@@ -184,6 +184,9 @@ async fn viewers_share_one_chat_that_moderators_keep_civil() {
         "<p>Hello <strong>everyone</strong></p>"
     );
     assert_eq!(h["event"]["timeline"][2]["options"], json!(["A", "B", "C"]));
+    // The listing names the live showing (to join it by id).
+    let (_, detail) = api(&server, "GET", "/api/events/talk", Value::Null).await;
+    assert_eq!(detail["occurrences"][0]["id"], SHOWING, "{detail}");
     let mut b = Viewer::join(&server, &format!("showing={SHOWING}"), None).await;
     assert_eq!(b.hello["showing"]["id"], SHOWING);
     assert_ne!(a.id(), b.id());
