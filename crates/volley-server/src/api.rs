@@ -570,6 +570,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::desk_api::create_canned, crate::desk_api::update_canned,
         crate::desk_api::delete_canned, crate::desk_api::set_queues,
         crate::events::list, crate::events::detail, crate::events::media,
+        crate::premiere::register,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),

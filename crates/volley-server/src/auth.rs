@@ -330,6 +330,18 @@ async fn caller(parts: &mut Parts, app: &App) -> Api<Option<Caller>> {
     Ok(resolved)
 }
 
+/// The moderator (or admin) signed in to the console in the browser opening a page of
+/// this site (`/events/{id}/ws`): their session cookie, from this site's own origin
+/// (a WebSocket is not protected by SameSite alone). `None` for everyone else.
+pub async fn page_moderator(headers: &HeaderMap, app: &App) -> Option<Staff> {
+    let token = cookie(headers, COOKIE)?;
+    if !same_origin(headers, app) {
+        return None;
+    }
+    let s = session_of(app, token).await.ok()??;
+    matches!(s.staff.role, Role::Moderator | Role::Admin).then_some(s.staff)
+}
+
 /// Whether a request comes from this site's own pages: `Sec-Fetch-Site` (when sent)
 /// is `same-origin` or `none`, and `Origin` (when sent) is this host or the public URL.
 fn same_origin(headers: &HeaderMap, app: &App) -> bool {

@@ -435,6 +435,14 @@ fn read_chunks(
     })
 }
 
+/// Where the page plays an event's video from.
+pub fn media_url(p: &Published) -> String {
+    match &p.event.media.source {
+        MediaSource::File(_) => format!("/events/{}/media", p.event.id),
+        MediaSource::Url(url) => url.clone(),
+    }
+}
+
 fn unknown(id: &str) -> ApiError {
     ApiError::not_found("unknown-event", format!("no event `{id}`"))
 }

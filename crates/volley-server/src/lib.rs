@@ -24,6 +24,7 @@ pub mod handoff;
 mod ids;
 mod notify;
 mod outbound;
+mod premiere;
 mod scheduler;
 mod session;
 mod telemetry;
@@ -74,6 +75,8 @@ pub struct App {
     pub desk: handoff::Desk,
     /// Failed console sign-ins (rate limits).
     pub logins: auth::LoginLimiter,
+    /// Premieres being watched: a room per showing.
+    pub premieres: premiere::Rooms,
 }
 
 /// How large a route's request body may be.
@@ -126,6 +129,16 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/events", Message, events::list),
         endpoint(M::GET, "/api/events/{id}", Message, events::detail),
         endpoint(M::GET, "/events/{id}/media", Message, events::media),
+        endpoint(M::GET, "/events/{id}", Message, premiere::page),
+        endpoint(M::GET, "/events/{id}/ws", Message, premiere::socket),
+        endpoint(M::GET, "/event.js", Message, premiere::script),
+        endpoint(M::GET, "/event.css", Message, premiere::style),
+        endpoint(
+            M::POST,
+            "/api/events/{id}/register",
+            Message,
+            premiere::register,
+        ),
         endpoint(
             M::POST,
             "/api/contacts/import",
@@ -382,6 +395,7 @@ pub async fn start_with_store(
         channels,
         desk: handoff::Desk::default(),
         logins: auth::LoginLimiter::default(),
+        premieres: premiere::Rooms::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -443,6 +457,7 @@ pub async fn start_with_store(
     let sweeper_app = app.clone();
     let outbound = tokio::spawn(outbound::run(app.clone()));
     let scheduler = tokio::spawn(scheduler::run(app.clone()));
+    premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {

@@ -24,6 +24,7 @@ use crate::campaigns::{self, SendOutcome};
 use crate::conversation::Action;
 use crate::handoff;
 use crate::notify::{self, Notified};
+use crate::premiere;
 use crate::telemetry::names;
 
 /// How far ahead timers are read into memory.
@@ -308,6 +309,10 @@ async fn fire(app: &App, timer: TimerRow) -> Fired {
                 tracing::warn!(id = timer.id, error = %e.message, "snooze wake-up failed");
                 Fired::Retry(timer)
             }
+        },
+        (None, None) if timer.kind == "reminder" => match premiere::remind(app, &timer).await {
+            premiere::Reminded::Done => delete(app, timer).await,
+            premiere::Reminded::Retry => Fired::Retry(timer),
         },
         (None, None) if timer.kind == "campaign" => match campaigns::fire(app, &timer).await {
             SendOutcome::Done | SendOutcome::Parked => Fired::Done(timer.id),

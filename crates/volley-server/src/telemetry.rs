@@ -49,6 +49,10 @@ pub mod names {
     pub const TIMER_FIRE_SECONDS: &str = "volley_timer_fire_seconds";
     /// Timers held in memory by the scheduler (the near future; the rest is in the store).
     pub const TIMERS_IN_MEMORY: &str = "volley_timers_in_memory";
+    /// Viewers watching premieres (gauge).
+    pub const EVENT_VIEWERS: &str = "volley_event_viewers";
+    /// Premiere chat messages posted.
+    pub const EVENT_CHAT: &str = "volley_event_chat_messages_total";
 }
 
 pub async fn render() -> String {

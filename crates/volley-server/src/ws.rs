@@ -138,7 +138,8 @@ pub async fn handler(ws: WebSocketUpgrade, State(app): State<Arc<App>>) -> Respo
         .on_upgrade(move |socket| connection(app, socket))
 }
 
-struct Counted(Arc<App>);
+/// Counts an open connection (any WebSocket) until dropped.
+pub(crate) struct Counted(pub(crate) Arc<App>);
 
 impl Drop for Counted {
     fn drop(&mut self) {

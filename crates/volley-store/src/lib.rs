@@ -176,6 +176,34 @@ pub struct CannedRow {
     pub updated_at: Ms,
 }
 
+/// One row of a showing's log (see migration 0008): what happened while an event was
+/// watched. `seq` is assigned by the writer of the showing (one per process).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShowingRow {
+    pub showing_id: String,
+    pub seq: i64,
+    pub kind: String,
+    pub viewer_id: Option<String>,
+    /// JSON.
+    pub data: String,
+    pub at: Ms,
+}
+
+/// A viewer registered for a showing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrationRow {
+    pub id: String,
+    pub event_id: String,
+    pub showing_id: String,
+    pub viewer_id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub zone: Option<String>,
+    /// JSON object of the event's extra registration fields.
+    pub fields: String,
+    pub registered_at: Ms,
+}
+
 /// A timer to schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTimer {
@@ -470,5 +498,37 @@ pub trait Store: Send + Sync + 'static {
     async fn set_agent_queues(&self, user_id: &str, queues: Vec<String>) -> Result<()>;
 
     /// Waits for pending writes and closes the database.
+    // Premieres (showings being watched).
+    /// Appends rows to showing logs (one transaction, batched with other writes).
+    async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()>;
+    /// Rows of a showing with `seq > after`, in order, at most `limit`.
+    async fn showing_log(
+        &self,
+        showing_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ShowingRow>>;
+    /// Rows of `kind` about a viewer, across showings, latest first.
+    async fn viewer_rows(&self, viewer_id: &str, kind: &str, limit: i64)
+    -> Result<Vec<ShowingRow>>;
+    /// Registers a viewer with their reminder timers, in one transaction. An existing
+    /// registration of the same viewer for the same showing is kept and returned
+    /// (nothing is written): registering twice is harmless.
+    async fn register_viewer(
+        &self,
+        registration: RegistrationRow,
+        reminders: Vec<NewTimer>,
+    ) -> Result<(RegistrationRow, bool)>;
+    async fn registration(&self, id: &str) -> Result<Option<RegistrationRow>>;
+    /// The viewer's latest registration for any showing of the event.
+    async fn viewer_registration(
+        &self,
+        event_id: &str,
+        viewer_id: &str,
+    ) -> Result<Option<RegistrationRow>>;
+    async fn registrations(&self, showing_id: &str) -> Result<i64>;
+    async fn ban_viewer(&self, event_id: &str, viewer_id: &str, by: &str, at: Ms) -> Result<()>;
+    async fn event_bans(&self, event_id: &str) -> Result<Vec<String>>;
+
     async fn close(&self);
 }

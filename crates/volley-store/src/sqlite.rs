@@ -113,6 +113,14 @@ enum Write {
     TouchSession(String, Ms),
     DeleteSession(String),
     DeleteUserSessions(String),
+    ShowingLog(Vec<ShowingRow>),
+    Register(RegistrationRow, Vec<NewTimer>),
+    Ban {
+        event_id: String,
+        viewer_id: String,
+        by: String,
+        at: Ms,
+    },
     /// Commit everything queued before this, then stop.
     Shutdown,
 }
@@ -125,6 +133,7 @@ enum Output {
     Timers(Vec<i64>),
     Deleted(bool),
     Count(i64),
+    Registered(RegistrationRow, bool),
 }
 
 /// How far paused campaign sends are moved (ms, ~31,000 years): beyond any window.
@@ -526,6 +535,47 @@ async fn fire_and_replace_timers(
         .collect())
 }
 
+type RegistrationTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+);
+const REGISTRATION_COLUMNS: &str =
+    "id, event_id, showing_id, viewer_id, name, email, zone, fields, registered_at";
+
+fn registration_row(r: RegistrationTuple) -> RegistrationRow {
+    RegistrationRow {
+        id: r.0,
+        event_id: r.1,
+        showing_id: r.2,
+        viewer_id: r.3,
+        name: r.4,
+        email: r.5,
+        zone: r.6,
+        fields: r.7,
+        registered_at: r.8,
+    }
+}
+
+type ShowingTuple = (String, i64, String, Option<String>, String, i64);
+
+fn showing_row(r: ShowingTuple) -> ShowingRow {
+    ShowingRow {
+        showing_id: r.0,
+        seq: r.1,
+        kind: r.2,
+        viewer_id: r.3,
+        data: r.4,
+        at: r.5,
+    }
+}
+
 /// Inserts timers; returns their ids in the order given.
 async fn insert_timers(
     tx: &mut SqliteConnection,
@@ -851,6 +901,77 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             Ok(Output::Done)
         }
         Write::Shutdown => Ok(Output::Done),
+        Write::ShowingLog(rows) => {
+            for chunk in shaped(rows) {
+                let sql = multi_row(
+                    "INSERT INTO showing_log (showing_id, seq, kind, viewer_id, data, at) VALUES ",
+                    6,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q
+                        .bind(&r.showing_id)
+                        .bind(r.seq)
+                        .bind(&r.kind)
+                        .bind(&r.viewer_id)
+                        .bind(&r.data)
+                        .bind(r.at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            Ok(Output::Done)
+        }
+        Write::Register(r, reminders) => {
+            let inserted = sqlx::query(
+                "INSERT INTO event_registrations (id, event_id, showing_id, viewer_id, name, email, zone, fields, registered_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (showing_id, viewer_id) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(&r.event_id)
+            .bind(&r.showing_id)
+            .bind(&r.viewer_id)
+            .bind(&r.name)
+            .bind(&r.email)
+            .bind(&r.zone)
+            .bind(&r.fields)
+            .bind(r.registered_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !inserted {
+                let existing: RegistrationTuple = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {REGISTRATION_COLUMNS} FROM event_registrations WHERE showing_id = ? AND viewer_id = ?"
+                )))
+                .bind(&r.showing_id)
+                .bind(&r.viewer_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                return Ok(Output::Registered(registration_row(existing), false));
+            }
+            let rows: Vec<(Option<i64>, &NewTimer)> = reminders.iter().map(|t| (None, t)).collect();
+            insert_timers(tx, &rows).await?;
+            Ok(Output::Registered(r.clone(), true))
+        }
+        Write::Ban {
+            event_id,
+            viewer_id,
+            by,
+            at,
+        } => {
+            sqlx::query(
+                "INSERT INTO event_bans (event_id, viewer_id, by_user, at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (event_id, viewer_id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(viewer_id)
+            .bind(by)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Done)
+        }
         Write::PutCanned(c) => {
             let taken: Option<(String,)> =
                 sqlx::query_as("SELECT id FROM canned_responses WHERE code = ? AND id <> ?")
@@ -1211,6 +1332,118 @@ impl Store for SqliteStore {
             Output::PublishedEvent(v, new) => Ok((v, new)),
             _ => unreachable!("publishing an event answers with a version"),
         }
+    }
+
+    async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.submit(Write::ShowingLog(rows)).await.map(|_| ())
+    }
+
+    async fn showing_log(
+        &self,
+        showing_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ShowingRow>> {
+        let rows: Vec<ShowingTuple> = sqlx::query_as(
+            "SELECT showing_id, seq, kind, viewer_id, data, at FROM showing_log
+             WHERE showing_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(showing_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(showing_row).collect())
+    }
+
+    async fn viewer_rows(
+        &self,
+        viewer_id: &str,
+        kind: &str,
+        limit: i64,
+    ) -> Result<Vec<ShowingRow>> {
+        let rows: Vec<ShowingTuple> = sqlx::query_as(
+            "SELECT showing_id, seq, kind, viewer_id, data, at FROM showing_log
+             WHERE viewer_id = ? AND kind = ? ORDER BY at DESC LIMIT ?",
+        )
+        .bind(viewer_id)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(showing_row).collect())
+    }
+
+    async fn register_viewer(
+        &self,
+        registration: RegistrationRow,
+        reminders: Vec<NewTimer>,
+    ) -> Result<(RegistrationRow, bool)> {
+        match self
+            .submit(Write::Register(registration, reminders))
+            .await?
+        {
+            Output::Registered(r, new) => Ok((r, new)),
+            _ => unreachable!("a registration answers with the registration"),
+        }
+    }
+
+    async fn registration(&self, id: &str) -> Result<Option<RegistrationRow>> {
+        let row: Option<RegistrationTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM event_registrations WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(registration_row))
+    }
+
+    async fn viewer_registration(
+        &self,
+        event_id: &str,
+        viewer_id: &str,
+    ) -> Result<Option<RegistrationRow>> {
+        let row: Option<RegistrationTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM event_registrations
+             WHERE viewer_id = ? AND event_id = ? ORDER BY registered_at DESC LIMIT 1"
+        )))
+        .bind(viewer_id)
+        .bind(event_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(registration_row))
+    }
+
+    async fn registrations(&self, showing_id: &str) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM event_registrations WHERE showing_id = ?")
+                .bind(showing_id)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(n)
+    }
+
+    async fn ban_viewer(&self, event_id: &str, viewer_id: &str, by: &str, at: Ms) -> Result<()> {
+        self.submit(Write::Ban {
+            event_id: event_id.into(),
+            viewer_id: viewer_id.into(),
+            by: by.into(),
+            at,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn event_bans(&self, event_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT viewer_id FROM event_bans WHERE event_id = ?")
+                .bind(event_id)
+                .fetch_all(&self.read)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     async fn event_versions(&self, event_id: &str) -> Result<Vec<EventVersion>> {

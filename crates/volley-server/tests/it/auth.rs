@@ -680,6 +680,11 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/api/events", Access::Public),
     ("GET", "/api/events/{id}", Access::Public),
     ("GET", "/events/{id}/media", Access::Public),
+    ("GET", "/events/{id}", Access::Public),
+    ("GET", "/events/{id}/ws", Access::Public),
+    ("GET", "/event.js", Access::Public),
+    ("GET", "/event.css", Access::Public),
+    ("POST", "/api/events/{id}/register", Access::Public),
     (
         "POST",
         "/api/contacts/import",

@@ -9,14 +9,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::http::HeaderMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use volley_server::Config;
@@ -25,7 +21,7 @@ use volley_server::channels::{
     Message, Notification, Recipient, Webhook, WebhookConfig,
 };
 
-use crate::support::{Client, TestServer, config, hello};
+use crate::support::{Client, TestServer, config, hello, receiver};
 
 const SECRET_BYTES: &[u8] = b"a test secret of 32 bytes length";
 
@@ -433,73 +429,6 @@ async fn an_smtp_server_that_is_down_is_a_temporary_failure() {
 
 // ---------------------------------------------------------------------------------------
 // Webhook
-
-struct Received {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A local HTTP receiver: `POST /{outcome}` answers by outcome (`ok`, `fail` 500, `busy`
-/// 429, `bad` 400, `moved` 308, `slow` after 5 s, `big` 8 MiB) and records the request.
-struct Receiver {
-    addr: std::net::SocketAddr,
-    requests: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    fn url(&self, outcome: &str) -> String {
-        format!("http://{}/{outcome}", self.addr)
-    }
-
-    fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
-async fn receiver() -> Receiver {
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let app = axum::Router::new()
-        .route(
-            "/{outcome}",
-            post(
-                async |State(requests): State<Arc<Mutex<Vec<Received>>>>,
-                       UrlPath(outcome): UrlPath<String>,
-                       headers: HeaderMap,
-                       body: Bytes|
-                       -> Response {
-                    requests.lock().unwrap().push(Received {
-                        path: outcome.clone(),
-                        headers,
-                        body,
-                    });
-                    match outcome.as_str() {
-                        "ok" => StatusCode::NO_CONTENT.into_response(),
-                        "fail" => {
-                            (StatusCode::INTERNAL_SERVER_ERROR, "database down").into_response()
-                        }
-                        "busy" => StatusCode::TOO_MANY_REQUESTS.into_response(),
-                        "bad" => (StatusCode::BAD_REQUEST, "unknown field `data`").into_response(),
-                        "moved" => {
-                            (StatusCode::PERMANENT_REDIRECT, [("location", "/ok")]).into_response()
-                        }
-                        "slow" => {
-                            // The one sleep: a receiver slower than the sender's timeout.
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            StatusCode::NO_CONTENT.into_response()
-                        }
-                        "big" => (StatusCode::OK, vec![b'x'; 8 << 20]).into_response(),
-                        _ => StatusCode::NOT_FOUND.into_response(),
-                    }
-                },
-            ),
-        )
-        .with_state(requests.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver { addr, requests }
-}
 
 fn webhook_config(url: String) -> WebhookConfig {
     WebhookConfig {

@@ -9,6 +9,7 @@ mod events;
 mod handoff;
 mod http;
 mod outbound;
+mod premieres;
 mod scheduling;
 mod support;
 mod websocket;

@@ -2,8 +2,14 @@
 //! client that speaks the protocol.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
@@ -377,4 +383,74 @@ pub async fn user(server: &TestServer, email: &str, role: &str) -> Session {
     let r = post_setup(server, &link, PASSWORD, PASSWORD).await;
     assert_eq!(r.status(), 303);
     session_of(server, session_token(&r).expect("a session cookie")).await
+}
+
+// ---------------------------------------------------------------------------------------
+// A local webhook receiver
+
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A local HTTP receiver: `POST /{outcome}` answers by outcome (`ok`, `fail` 500, `busy`
+/// 429, `bad` 400, `moved` 308, `slow` after 5 s, `big` 8 MiB) and records the request.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    pub requests: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub fn url(&self, outcome: &str) -> String {
+        format!("http://{}/{outcome}", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+pub async fn receiver() -> Receiver {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/{outcome}",
+            post(
+                async |State(requests): State<Arc<Mutex<Vec<Received>>>>,
+                       UrlPath(outcome): UrlPath<String>,
+                       headers: HeaderMap,
+                       body: Bytes|
+                       -> Response {
+                    requests.lock().unwrap().push(Received {
+                        path: outcome.clone(),
+                        headers,
+                        body,
+                    });
+                    match outcome.as_str() {
+                        "ok" => StatusCode::NO_CONTENT.into_response(),
+                        "fail" => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, "database down").into_response()
+                        }
+                        "busy" => StatusCode::TOO_MANY_REQUESTS.into_response(),
+                        "bad" => (StatusCode::BAD_REQUEST, "unknown field `data`").into_response(),
+                        "moved" => {
+                            (StatusCode::PERMANENT_REDIRECT, [("location", "/ok")]).into_response()
+                        }
+                        "slow" => {
+                            // The one sleep: a receiver slower than the sender's timeout.
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        "big" => (StatusCode::OK, vec![b'x'; 8 << 20]).into_response(),
+                        _ => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(requests.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { addr, requests }
 }
