@@ -315,6 +315,7 @@
     lastPos: 0,
     helloCount: 0,
     pendingText: null,
+    answers: [],
     modMinutes: 10
   };
 
@@ -371,6 +372,7 @@
   // ──────────────────────────────────────────────────────────── the socket ──
   var ws = null;
   var attempt = 0;
+  var failedOpens = 0;
   var reconnectTimer = null;
   var refSeq = 0;
   var pending = {}; // ref → { ok(msg), error(msg) }
@@ -395,15 +397,19 @@
     var sock;
     try { sock = new WebSocket(wsUrl()); } catch (e) { scheduleReconnect(); return; }
     ws = sock;
+    var opened = false;
+    sock.onopen = function () { opened = true; };
     sock.onmessage = function (ev) {
       if (ws !== sock) return;
       var m;
       try { m = JSON.parse(ev.data); } catch (e) { return; }
       if (isObj(m)) handle(m);
     };
-    sock.onclose = function () {
+    sock.onclose = function (ev) {
       if (ws !== sock) return;
       ws = null;
+      if (!opened) failedOpens++;
+      if (failedOpens === 2) explainRefusal();
       stopPings();
       Object.keys(pending).forEach(function (r) {
         var p = pending[r];
@@ -415,6 +421,26 @@
     sock.onerror = function () { /* onclose follows */ };
   }
 
+  /** The server refuses a connection with plain HTTP (unknown event, a showing that
+   *  cannot be watched now); a WebSocket cannot read it, the listing can. */
+  function explainRefusal() {
+    fetch('/api/events/' + encodeURIComponent(EVENT_ID), { credentials: 'same-origin' })
+      .then(function (r) {
+        var text;
+        if (r.status === 404) text = 'This event does not exist.';
+        else if (SHOWING_PARAM) text = 'This showing cannot be watched now: it is over, or it is not one of this event’s.';
+        else text = 'There is no showing of this event to watch right now.';
+        ui.notice.hidden = false;
+        ui.noticeText.textContent = text;
+        ui.noticeLink.hidden = !SHOWING_PARAM || r.status === 404;
+        if (SHOWING_PARAM && r.status !== 404) {
+          ui.noticeLink.href = location.pathname;
+          ui.noticeLink.textContent = 'See the next showing';
+        }
+      })
+      .catch(function () { /* offline: keep trying */ });
+  }
+
   function scheduleReconnect() {
     setConn('offline', 'Connection lost. Reconnecting…');
     var base = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * Math.pow(2, attempt));
@@ -424,7 +450,11 @@
 
   function open() { return ws && ws.readyState === 1; }
 
+  /** Messages about a position carry the player's own (used by the server in replays). */
+  var POSITIONED = { chat: 1, vote: 1, impression: 1, click: 1, ask: 1 };
+
   function send(msg, handlers) {
+    if (POSITIONED[msg.t] && msg.pos == null) msg.pos = Math.max(0, Math.round(position()));
     if (!open()) {
       if (handlers && handlers.error) handlers.error({ code: 'disconnected', message: 'Not connected. Reconnecting…' });
       return false;
@@ -505,6 +535,8 @@
 
   function onHello(h) {
     attempt = 0;
+    failedOpens = 0;
+    S.helloAt = localNow();
     S.helloCount++;
     setConn('connected', 'Connected');
     var local = localNow();
@@ -519,6 +551,8 @@
     S.viewerId = first(h.viewer_id, S.viewerId);
     S.name = first(h.name, S.name);
     S.moderator = h.moderator === true;
+    // Moderators post under their console name.
+    if (S.moderator && !S.name) S.name = 'moderator';
     body.classList.toggle('is-moderator', S.moderator);
     ui.modBar.hidden = !S.moderator;
 
@@ -564,9 +598,10 @@
     S.mutedUntil = instantMs(h.muted_until) || 0;
     S.banned = h.banned === true;
     S.reports = {};
-    (Array.isArray(h.chat) ? h.chat : []).forEach(function (c) {
-      if (c && c.reports) S.reports[c.id] = c.reports;
+    (Array.isArray(h.reports) ? h.reports : []).forEach(function (r) {
+      if (isObj(r) && r.message != null) S.reports[r.message] = r.reports;
     });
+    S.answers = Array.isArray(h.answers) ? h.answers.filter(isObj) : [];
     resetCues();
     (Array.isArray(h.polls) ? h.polls : isObj(h.polls) ? Object.keys(h.polls).map(function (k) {
       var v = h.polls[k];
@@ -576,13 +611,14 @@
     (Array.isArray(h.questions) ? h.questions : []).forEach(upsertQuestion);
     readMine(h.mine);
 
-    if (S.name) ui.nameInput.value = S.name;
+    if (S.name && !S.moderator) ui.nameInput.value = S.name;
     setupRegistration();
     ui.slowSelect.value = String(S.slow);
     renderPinned();
     renderSlow();
     renderComposer();
     renderQuestions();
+    renderNotice();
     tick();
     renderChat(true);
   }
@@ -652,6 +688,9 @@
       S.behind = false;
       setRate(1);
       if (was !== 'live' && video.paused) showBigPlay(true);
+      // The server counts a connection as live or replay when it opens: reconnect,
+      // so positions are this player's own from now on.
+      if (was === 'live' && ws) { try { ws.close(); } catch (e) { /* closed */ } }
     }
     if (p === 'over') {
       selfPause();
@@ -956,9 +995,11 @@
   function setupRegistration() {
     var reg = S.event && S.event.registration;
     if (isObj(reg) || Array.isArray(reg)) {
+      registration.flow = isObj(reg) && reg.flow ? String(reg.flow) : null;
       buildRegistration(Array.isArray(reg) ? reg : reg.fields || []);
       return;
     }
+    if (S.event && 'registration' in S.event) return; // null: no registration
     if (registration.asked) return;
     registration.asked = true;
     // Not in hello: the public listing may say whether the event takes registrations.
@@ -973,6 +1014,8 @@
 
   function buildRegistration(list) {
     var fields = ['name', 'email'];
+    var listed = {};
+    (list || []).forEach(function (f) { listed[isObj(f) ? f.name : f] = true; });
     (list || []).forEach(function (f) {
       var n = isObj(f) ? f.name : f;
       if (n && fields.indexOf(String(n)) < 0) fields.push(String(n));
@@ -988,7 +1031,9 @@
       var input = el('input');
       input.id = id;
       input.name = f;
-      input.required = f === 'name' || f === 'email';
+      // The name always; the email when the event asks for it; every other field.
+      input.required = f === 'name' || f !== 'email' || !!listed.email;
+      if (!input.required) lab.appendChild(el('span', 'optional', ' (optional)'));
       input.type = f === 'email' ? 'email' : 'text';
       if (f === 'name') { input.autocomplete = 'name'; input.maxLength = NAME_MAX; }
       else if (f === 'email') input.autocomplete = 'email';
@@ -1048,13 +1093,15 @@
         S.viewer = String(b.viewer);
         storageSet(STORAGE_VIEWER, S.viewer);
       }
-      if (!S.name && data.name) {
+      if (!S.name && data.name && !S.moderator) {
         send({ t: 'name', name: data.name.slice(0, NAME_MAX) }, { ok: function () { S.name = data.name; renderComposer(); } });
       }
       registration.done = true;
       ui.registerForm.hidden = true;
       ui.registerDone.textContent = '';
-      ui.registerDone.appendChild(el('p', 'done-title', 'You are registered, ' + data.name + '.'));
+      ui.registerDone.appendChild(el('p', 'done-title', b.new === false
+        ? 'You were already registered for this showing, ' + data.name + '.'
+        : 'You are registered, ' + data.name + '.'));
       var rems = Array.isArray(b.reminders) ? b.reminders : [];
       if (rems.length) {
         ui.registerDone.appendChild(el('p', null, 'We will remind you:'));
@@ -1071,6 +1118,14 @@
       ui.registerDone.hidden = false;
       ui.registerDone.setAttribute('tabindex', '-1');
       ui.registerDone.focus();
+      var flow = first(b.flow, registration.flow);
+      if (flow) {
+        // The event's registration flow continues the sign-up in the chat widget.
+        var box = el('div', 'flow-box');
+        box.id = 'volley-flow-registration';
+        ui.registerDone.appendChild(box);
+        mountFlow({ box: box, mounted: false }, { flow: String(flow) });
+      }
     }, function () {
       submit.disabled = false;
       ui.registerError.textContent = 'Registration failed: no connection. Please try again.';
@@ -1649,6 +1704,8 @@
     list.appendChild(voters);
   }
 
+  var QUIET = { ok: function () {}, error: function () {} };
+
   function offerCard(o) {
     if (o.card) return o.card;
     var c = o.cue;
@@ -1664,7 +1721,7 @@
       a.appendChild(document.createTextNode(c.text));
       a.appendChild(el('span', 'sr', ' (opens in a new tab)'));
       a.addEventListener('click', function () {
-        send({ t: 'click', offer: c.id });
+        send({ t: 'click', offer: c.id }, QUIET);
       });
       card.appendChild(a);
     }
@@ -1720,7 +1777,7 @@
         var on = reached && pos < c.until;
         if (on) {
           offerCard(o).hidden = false;
-          if (!o.seen) { o.seen = true; send({ t: 'impression', offer: c.id }); }
+          if (!o.seen) { o.seen = true; send({ t: 'impression', offer: c.id }, QUIET); }
         } else if (o.card) o.card.hidden = true;
       } else if (c.kind === 'qa') {
         if (reached) qaSeen = true;
@@ -1735,7 +1792,7 @@
     });
     var anyFlow = Object.keys(S.flows).some(function (k) { return !S.flows[k].card.hidden; });
     ui.flows.hidden = !anyFlow;
-    var hasQuestions = Object.keys(S.questions).length > 0;
+    var hasQuestions = Object.keys(S.questions).length > 0 || (S.answers || []).length > 0;
     setQa(qaOpen, qaSeen || hasQuestions);
   }
 
@@ -1775,6 +1832,19 @@
       if (f) openForms[li.getAttribute('data-id')] = f;
     });
     ui.qaList.textContent = '';
+    // Answers to this viewer's questions from earlier showings (and while they were away).
+    var here = {};
+    list.forEach(function (q) { if (q.answer) here[q.text] = true; });
+    (S.answers || []).filter(function (a) { return a.question && a.answer && !here[a.question]; }).forEach(function (a) {
+      var li = el('li', 'question answered-before');
+      li.appendChild(el('p', 'kicker', 'Your question, answered'));
+      li.appendChild(el('p', 'q-text', String(a.question)));
+      var p = el('p', 'q-answer');
+      p.appendChild(el('strong', null, 'Answer: '));
+      p.appendChild(document.createTextNode(String(a.answer)));
+      li.appendChild(p);
+      ui.qaList.appendChild(li);
+    });
     list.forEach(function (q) {
       var li = el('li', 'question');
       li.setAttribute('data-id', String(q.id));
