@@ -1430,7 +1430,7 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
         (
             "next-premiere",
             at(2 * 3600),
-            "registration: { fields: [name, email, company] }\n",
+            "registration: { fields: [name, email, company] }\nreminders: [1h, 5m]\n",
         ),
     ] {
         std::fs::write(
@@ -1492,6 +1492,7 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
         lags.push((la, lb));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    eprintln!("sync samples (ms from live: A, B): {lags:.1?}");
     for (la, lb) in &lags {
         assert!(
             la.abs() < 250.0 && lb.abs() < 250.0 && (la - lb).abs() < 250.0,
@@ -1733,6 +1734,49 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
         vec![],
     )
     .await;
+    for (field, value) in [
+        ("#reg-name", "Ana"),
+        ("#reg-email", "ana@example.com"),
+        ("#reg-company", "Acme"),
+    ] {
+        a.page_control(field, field)
+            .await
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    a.page_control("the register button", "#register-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let done = a
+        .page_wait(
+            "the registration confirmed",
+            "const d = document.getElementById('register-done');\
+             return !d.hidden && d.offsetParent !== null\
+               ? [d.querySelector('.done-title').innerText, d.querySelectorAll('li').length] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        done,
+        json!(["You are registered, Ana.", 2]),
+        "the 1h and 5m reminders"
+    );
+    let listing: Value = crate::support::http()
+        .get(server.http("/api/events/next-premiere"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = listing["next"]["id"].as_str().unwrap();
+    assert_eq!(
+        server.running.app.store.registrations(next).await.unwrap(),
+        1
+    );
     a.client.set_window_size(320, 700).await.unwrap();
     assert_eq!(
         a.label_shown("lobby at 320 px").await,
@@ -1774,6 +1818,20 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
     )
     .await;
     assert_eq!(b.label_shown("replay").await, "Replay · pre-recorded");
+    // A message posted in the replay is at the poster's position: it comes and goes
+    // with the player's own position.
+    b.chat(Some("Bo"), "Posted at one minute").await;
+    let late = b.message_id("Posted at one minute").await;
+    let seek = |to: &str| {
+        format!(
+            "const s = document.getElementById('seek'); s.value = '{to}';\
+             s.dispatchEvent(new Event('change', {{ bubbles: true }})); return true;"
+        )
+    };
+    b.client.execute(&seek("30"), vec![]).await.unwrap();
+    b.message_gone(&late).await;
+    b.client.execute(&seek("61"), vec![]).await.unwrap();
+    assert_eq!(b.message_id("Posted at one minute").await, late);
     b.save_screenshot("event-replay.png").await;
 
     a.close().await;
