@@ -1244,13 +1244,14 @@ fn premiere_file(id: &str, start: jiff::Timestamp, more: &str) -> String {
 const SAY_AT: f64 = 20_000.0;
 const POLL_AT: f64 = 22_000.0;
 const OFFER_AT: f64 = 24_000.0;
+const FLOW_AT: f64 = 26_000.0;
 
 /// Records, on the page, the player's position when each cue first shows.
 const RECORD_CUES: &str = "\
     if (!window.__seen) {\
       window.__seen = {};\
       const cues = [['say', '#chat-log li.msg.host'], ['poll', '[data-poll=\"fav\"]'],\
-                    ['offer', '[data-offer=\"early-bird\"]']];\
+                    ['offer', '[data-offer=\"early-bird\"]'], ['flow', '#flows [data-flow=\"product-quiz\"]']];\
       const record = () => {\
         for (const [key, sel] of cues) {\
           const e = document.querySelector(sel);\
@@ -1410,6 +1411,11 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
     // Three events: one live for 5 s, one over and in its replay, one in two hours.
     let site = tempfile::tempdir().unwrap();
     std::fs::copy(demo_video(), site.path().join("launch.mp4")).unwrap();
+    std::fs::copy(
+        examples_dir().join("product-quiz.yaml"),
+        site.path().join("product-quiz.yaml"),
+    )
+    .unwrap();
     let now = jiff::Timestamp::now().as_second();
     let at = |s: i64| jiff::Timestamp::from_second(now + s).unwrap();
     let timeline = format!(
@@ -1418,11 +1424,13 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
          \x20 - at: {}s\n\
          \x20   poll: {{ id: fav, question: Which feature?, options: [Dashboards, Exports, Alerts], \
                       close_at: 80s, results_at: {}s }}\n\
-         \x20 - {{ at: {}s, offer: {{ id: early-bird, text: Early-bird price, url: \"https://example.com/buy\", until: 85s }} }}\n",
+         \x20 - {{ at: {}s, offer: {{ id: early-bird, text: Early-bird price, url: \"https://example.com/buy\", until: 85s }} }}\n\
+         \x20 - {{ at: {}s, flow: product-quiz }}\n",
         SAY_AT / 1000.0,
         POLL_AT / 1000.0,
         POLL_AT / 1000.0,
-        OFFER_AT / 1000.0
+        OFFER_AT / 1000.0,
+        FLOW_AT / 1000.0
     );
     for (id, start, more) in [
         ("live-premiere", at(-5), timeline.as_str()),
@@ -1599,7 +1607,12 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
     // The host message, the poll and the offer show at their offsets, on both pages,
     // by each player's own position.
     for (who, p) in [("A", &a), ("B", &b)] {
-        for (cue, at) in [("say", SAY_AT), ("poll", POLL_AT), ("offer", OFFER_AT)] {
+        for (cue, at) in [
+            ("say", SAY_AT),
+            ("poll", POLL_AT),
+            ("offer", OFFER_AT),
+            ("flow", FLOW_AT),
+        ] {
             let seen = p.cue_seen_at(cue).await;
             assert!(
                 seen >= at - 50.0 && seen <= at + 1000.0,
@@ -1607,6 +1620,18 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
             );
         }
     }
+    // The flow cue opened the flow in the chat widget, inside the page (its CSP lets
+    // the widget run and connect).
+    let greeting = a
+        .page_wait(
+            "the product quiz in the page's chat widget",
+            "const w = document.querySelector('#flows [data-flow=\"product-quiz\"] volley-chat');\
+             const log = w && w.shadowRoot && w.shadowRoot.querySelector('.log');\
+             return log && log.innerText.includes(\"machine finder\") ? log.innerText : null;",
+            vec![],
+        )
+        .await;
+    assert!(greeting.as_str().unwrap().contains("I'm Bea"), "{greeting}");
     let host = b
         .page_wait(
             "the host message",
