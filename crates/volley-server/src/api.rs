@@ -569,7 +569,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::desk_api::resolve, crate::desk_api::typing, crate::desk_api::list_canned,
         crate::desk_api::create_canned, crate::desk_api::update_canned,
         crate::desk_api::delete_canned, crate::desk_api::set_queues,
-        crate::events::list, crate::events::detail, crate::events::media,
+        crate::events::list, crate::events::detail, crate::events::media, crate::events::publish_event,
         crate::premiere::register,
     ),
     components(schemas(ErrorBody, Identity)),

@@ -78,6 +78,8 @@ pub enum MediaRoot<'a> {
     Dir(&'a Path),
     /// The demo event: its video is embedded.
     Demo,
+    /// Published through the API without a `--flows` directory: only external media.
+    Nowhere,
 }
 
 impl Registry {
@@ -93,14 +95,17 @@ impl Registry {
 
     /// Checks an event source and its media, stores a version and shows it. A bad file
     /// is refused with the same diagnostics as `volley check`, rendered and as JSON.
+    /// The flows it names (registration flow, `flow` cues) must be published in `flows`.
+    /// Returns the version shown and whether it is new.
     pub async fn publish(
         &self,
         store: &dyn Store,
+        flows: &crate::flows::Registry,
         file: &str,
         src: &str,
         root: MediaRoot<'_>,
         now_ms: i64,
-    ) -> Result<Arc<Published>, ApiError> {
+    ) -> Result<(Arc<Published>, bool), ApiError> {
         let checked = volley_events::compile(src);
         let refuse = |diagnostics: &[Diagnostic]| {
             let errors = diagnostics.iter().filter(|d| d.is_error()).count();
@@ -118,6 +123,25 @@ impl Registry {
         let Some(event) = checked.event else {
             return Err(refuse(&checked.diagnostics));
         };
+        let named = event
+            .registration
+            .flow
+            .iter()
+            .chain(event.timeline.iter().filter_map(|c| match &c.kind {
+                CueKind::Flow(f) => Some(f),
+                _ => None,
+            }));
+        let unknown: Vec<Diagnostic> = named
+            .filter(|f| flows.latest(f).is_none())
+            .map(|f| {
+                let mut d = Diagnostic::error("unknown-flow", format!("no published flow `{f}`"));
+                d.help("publish the flow first (put its file in the same directory, or POST /api/flows)");
+                located(d, src, f)
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(refuse(&unknown));
+        }
         let media = match (&event.media.source, root) {
             (MediaSource::Url(url), _) => Media::External(url.clone()),
             (MediaSource::File(name), MediaRoot::Dir(dir)) => {
@@ -127,6 +151,16 @@ impl Registry {
                 bytes: DEMO_MEDIA.1,
                 etag: format!("\"{}\"", &hex::encode(Sha256::digest(DEMO_MEDIA.1))[..32]),
             },
+            (MediaSource::File(name), MediaRoot::Nowhere) => {
+                let mut d = Diagnostic::error(
+                    "missing-media",
+                    format!(
+                        "`{name}`: this server has no flows directory to serve media files from"
+                    ),
+                );
+                d.help("give `media.url`, or start the server with `--flows DIR` and put the video there");
+                return Err(refuse(&[located(d, src, name)]));
+            }
             (MediaSource::File(name), MediaRoot::Demo) => {
                 let d = Diagnostic::error(
                     "missing-media",
@@ -136,7 +170,7 @@ impl Registry {
             }
         };
         let hash = volley_flow::content_hash(src);
-        let (row, _) = store.publish_event(&event.id, &hash, src, now_ms).await?;
+        let (row, created) = store.publish_event(&event.id, &hash, src, now_ms).await?;
         let published = Arc::new(Published {
             event,
             version: row.version,
@@ -146,20 +180,21 @@ impl Registry {
             .write()
             .expect("events lock")
             .insert(row.event_id, published.clone());
-        Ok(published)
+        Ok((published, created))
     }
 
     /// Publishes event files (path, source), each with the media next to it.
     pub async fn publish_files(
         &self,
         store: &dyn Store,
+        flows: &crate::flows::Registry,
         files: &[(PathBuf, String)],
         now_ms: i64,
     ) -> Result<(), ApiError> {
         for (path, src) in files {
             let dir = path.parent().unwrap_or(Path::new("."));
             let name = path.display().to_string();
-            self.publish(store, &name, src, MediaRoot::Dir(dir), now_ms)
+            self.publish(store, flows, &name, src, MediaRoot::Dir(dir), now_ms)
                 .await?;
         }
         Ok(())
@@ -433,6 +468,67 @@ fn read_chunks(
             Err(e) => Some((Err(e), (file, 0))),
         }
     })
+}
+
+/// What publishing an event answers.
+#[derive(Serialize, ToSchema)]
+pub struct PublishedEvent {
+    pub id: String,
+    pub version: i64,
+    /// False when the same source was the latest version already.
+    pub created: bool,
+}
+
+/// Publishes an event file (YAML). Media files are looked up in the server's `--flows`
+/// directory; without one, only `media.url` is accepted. A bad file is refused with the
+/// same diagnostics as `volley check`.
+#[utoipa::path(
+    post,
+    path = "/api/events",
+    tag = "events",
+    request_body(content = String, content_type = "application/yaml", description = "The event file"),
+    responses(
+        (status = 201, description = "A new version", body = PublishedEvent),
+        (status = 200, description = "Unchanged: the latest version", body = PublishedEvent),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "The event has errors (`details.diagnostics`, `details.rendered`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []), ("console_session" = []))
+)]
+pub async fn publish_event(
+    State(app): State<Arc<App>>,
+    _: crate::auth::Scoped<crate::auth::scope::FlowsWrite>,
+    body: String,
+) -> Result<(StatusCode, Json<PublishedEvent>), ApiError> {
+    let root = match &app.config.flows {
+        Some(dir) => MediaRoot::Dir(dir),
+        None => MediaRoot::Nowhere,
+    };
+    let (p, created) = app
+        .events
+        .publish(
+            app.store.as_ref(),
+            &app.flows,
+            "event.yaml",
+            &body,
+            root,
+            app.clock.now_ms(),
+        )
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(PublishedEvent {
+            id: p.event.id.clone(),
+            version: p.version,
+            created,
+        }),
+    ))
 }
 
 /// Where the page plays an event's video from.

@@ -126,7 +126,8 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/flows", FlowSource, api::list_flows),
         endpoint(M::POST, "/api/flows", FlowSource, api::publish_flow),
         endpoint(M::GET, "/api/flows/{id}", Message, api::flow_detail),
-        endpoint(M::GET, "/api/events", Message, events::list),
+        endpoint(M::GET, "/api/events", FlowSource, events::list),
+        endpoint(M::POST, "/api/events", FlowSource, events::publish_event),
         endpoint(M::GET, "/api/events/{id}", Message, events::detail),
         endpoint(M::GET, "/events/{id}/media", Message, events::media),
         endpoint(M::GET, "/events/{id}", Message, premiere::page),
@@ -414,7 +415,7 @@ pub async fn start_with_store(
             .map_err(flows::start_error)?;
         let (file, src) = DEMO_EVENT;
         app.events
-            .publish(store, file, src, events::MediaRoot::Demo, now)
+            .publish(store, &app.flows, file, src, events::MediaRoot::Demo, now)
             .await
             .map_err(flows::start_error)?;
     }
@@ -432,7 +433,7 @@ pub async fn start_with_store(
             .await
             .map_err(flows::start_error)?;
         app.events
-            .publish_files(store, &event_files, now)
+            .publish_files(store, &app.flows, &event_files, now)
             .await
             .map_err(flows::start_error)?;
     }

@@ -678,6 +678,7 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("POST", "/api/flows", Access::Scope("flows:write")),
     ("GET", "/api/flows/{id}", Access::Scope("flows:write")),
     ("GET", "/api/events", Access::Public),
+    ("POST", "/api/events", Access::Scope("flows:write")),
     ("GET", "/api/events/{id}", Access::Public),
     ("GET", "/events/{id}/media", Access::Public),
     ("GET", "/events/{id}", Access::Public),

@@ -840,3 +840,73 @@ async fn a_replay_brings_back_the_chat_at_its_offsets_and_labels_itself() {
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn events_are_published_through_the_api_with_checked_flows_and_media() {
+    let clock = at("2026-12-10T18:00:00Z");
+    let server = talk_server(clock, |_| {}).await;
+    let publish = |body: String, key: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut req = http().post(server.http("/api/events")).body(body);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let api_talk = TALK.replace("event: talk", "event: api-talk");
+    assert_eq!(publish(api_talk.clone(), None).await.0, 401);
+    let (status, v) = publish(api_talk.clone(), Some(ADMIN_KEY)).await;
+    assert_eq!(
+        (status, &v["id"], &v["version"], &v["created"]),
+        (201, &json!("api-talk"), &json!(1), &json!(true))
+    );
+    let (status, v) = publish(api_talk, Some(ADMIN_KEY)).await;
+    assert_eq!((status, &v["created"]), (200, &json!(false)));
+    let (status, v) = api(&server, "GET", "/api/events/api-talk", Value::Null).await;
+    assert_eq!((status, &v["title"]), (200, &json!("The talk")));
+
+    // Flows it names must be published; media files must exist; errors as `volley check`.
+    let quiz = TALK.replace("event: talk", "event: quiz-talk").replace(
+        "  - { at: 10s, say: \"Hello **everyone**\" }",
+        "  - { at: 10s, flow: no-such-flow }",
+    );
+    let (status, v) = publish(quiz, Some(ADMIN_KEY)).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        v["details"]["diagnostics"][0]["code"], "unknown-flow",
+        "{v}"
+    );
+    assert!(
+        v["details"]["rendered"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-flow"),
+        "{v}"
+    );
+    let file = TALK
+        .replace("event: talk", "event: file-talk")
+        .replace("url: \"https://example.com/talk.mp4\"", "file: missing.mp4");
+    let (status, v) = publish(file, Some(ADMIN_KEY)).await;
+    assert_eq!(
+        (status, &v["details"]["diagnostics"][0]["code"]),
+        (422, &json!("missing-media")),
+        "{v}"
+    );
+    let (status, v) = publish("volley: 1\nevent: [".into(), Some(ADMIN_KEY)).await;
+    assert_eq!(status, 422, "{v}");
+    let (_, list) = api(&server, "GET", "/api/events", Value::Null).await;
+    let ids: Vec<&str> = list["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["api-talk", "talk"], "refused files publish nothing");
+    server.stop().await;
+}
