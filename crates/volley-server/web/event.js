@@ -262,7 +262,7 @@
     registerError: $('register-error'), registerDone: $('register-done'),
     tabChat: $('tab-chat'), tabQa: $('tab-qa'), qaOpen: $('qa-open'),
     panelChat: $('panel-chat'), panelQa: $('panel-qa'),
-    modBar: $('mod-bar'), slowSelect: $('slow-select'),
+    modBar: $('mod-bar'), slowSelect: $('slow-select'), muteSelect: $('mute-select'),
     pinned: $('pinned'), slowNotice: $('slow-notice'), log: $('chat-log'),
     chatForm: $('chat-form'), nameStep: $('name-step'), nameInput: $('chat-name'), nameSave: $('name-save'),
     chatText: $('chat-text'), chatSend: $('chat-send'), chatError: $('chat-error'), chatStatus: $('chat-status'),
@@ -442,6 +442,12 @@
   }
 
   function scheduleReconnect() {
+    if (S.switching) {
+      S.switching = false;
+      setConn('connecting', 'Switching to the replay…');
+      reconnectTimer = setTimeout(connect, 100);
+      return;
+    }
     setConn('offline', 'Connection lost. Reconnecting…');
     var base = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * Math.pow(2, attempt));
     attempt++;
@@ -690,7 +696,10 @@
       if (was !== 'live' && video.paused) showBigPlay(true);
       // The server counts a connection as live or replay when it opens: reconnect,
       // so positions are this player's own from now on.
-      if (was === 'live' && ws) { try { ws.close(); } catch (e) { /* closed */ } }
+      if (was === 'live' && ws) {
+        S.switching = true;
+        try { ws.close(); } catch (e) { S.switching = false; }
+      }
     }
     if (p === 'over') {
       selfPause();
@@ -1410,6 +1419,15 @@
       ui.slowSelect.value = String(s);
     }
   }
+
+  ui.muteSelect.addEventListener('change', function () {
+    S.modMinutes = Number(ui.muteSelect.value) || 10;
+    // The mute buttons say for how long.
+    Array.prototype.forEach.call(ui.log.querySelectorAll('button[data-action=mute]'), function (b) {
+      var who = b.closest('li.msg').querySelector('.who');
+      b.setAttribute('aria-label', 'Mute ' + (who ? who.textContent : 'this viewer') + ' for ' + S.modMinutes + ' minutes');
+    });
+  });
 
   ui.slowSelect.addEventListener('change', function () {
     var s = Number(ui.slowSelect.value) || 0;
