@@ -1390,6 +1390,13 @@ impl Browser {
     }
 }
 
+/// Two viewers (separate browsers, the second joining two seconds later) and a
+/// moderator watch a live premiere: the same position within 250 ms, each other's chat,
+/// the host message, poll, offer and flow at their offsets, a vote's results, Q&A with a
+/// live answer, a deleted message gone everywhere, the label over the player (live,
+/// lobby, replay), no seeking ahead of live, *behind live* and back; then registration
+/// in the lobby of the next showing at 320 px, and a replay where a message follows
+/// the player's position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
     use crate::support::{PASSWORD, create_user};
@@ -1425,12 +1432,14 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
          \x20   poll: {{ id: fav, question: Which feature?, options: [Dashboards, Exports, Alerts], \
                       close_at: 80s, results_at: {}s }}\n\
          \x20 - {{ at: {}s, offer: {{ id: early-bird, text: Early-bird price, url: \"https://example.com/buy\", until: 85s }} }}\n\
-         \x20 - {{ at: {}s, flow: product-quiz }}\n",
+         \x20 - {{ at: {}s, flow: product-quiz }}\n\
+         \x20 - {{ at: {}s, qa: {{ until: 88s }} }}\n",
         SAY_AT / 1000.0,
         POLL_AT / 1000.0,
         POLL_AT / 1000.0,
         OFFER_AT / 1000.0,
-        FLOW_AT / 1000.0
+        FLOW_AT / 1000.0,
+        SAY_AT / 1000.0
     );
     for (id, start, more) in [
         ("live-premiere", at(-5), timeline.as_str()),
@@ -1692,6 +1701,97 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
             "{results}"
         );
     }
+
+    // Q&A: A asks, B upvotes, the moderator answers live: pinned for everyone.
+    a.page_control("the Q&A tab", "#tab-qa")
+        .await
+        .click()
+        .await
+        .unwrap();
+    a.page_control("the question box", "#qa-text")
+        .await
+        .send_keys(&format!("When does it ship?{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    const QUESTION: &str = "const q = [...document.querySelectorAll('#qa-list li.question')]\
+          .find(q => q.querySelector('.q-text') && q.querySelector('.q-text').innerText === 'When does it ship?');";
+    let asked = a
+        .page_wait(
+            "A's question listed",
+            &format!("{QUESTION} return q ? q.dataset.id : null;"),
+            vec![],
+        )
+        .await;
+    for p in [&b, &m] {
+        p.page_control("the Q&A tab", "#tab-qa")
+            .await
+            .click()
+            .await
+            .unwrap();
+    }
+    let upvote = b
+        .page_wait(
+            "the upvote button on A's question",
+            &format!(
+                "{QUESTION} const u = q && q.querySelector('button.act-upvote');\
+                 return u && !u.disabled && u.offsetParent !== null ? u : null;"
+            ),
+            vec![],
+        )
+        .await;
+    Element::from_element_id(b.client.clone(), element_ref(&upvote))
+        .click()
+        .await
+        .unwrap();
+    for p in [&a, &m] {
+        p.page_wait(
+            "one upvote on A's question",
+            &format!("{QUESTION} return q && q.querySelector('button.act-upvote').innerText.includes('1') || null;"),
+            vec![],
+        )
+        .await;
+    }
+    let answer = m
+        .page_wait(
+            "the answer button",
+            &format!("{QUESTION} const x = q && q.querySelector('button.act-answer'); return x && x.offsetParent !== null ? x : null;"),
+            vec![],
+        )
+        .await;
+    Element::from_element_id(m.client.clone(), element_ref(&answer))
+        .click()
+        .await
+        .unwrap();
+    m.page_control("the answer box", ".answer-form textarea")
+        .await
+        .send_keys("In March")
+        .await
+        .unwrap();
+    m.page_control("the send-answer button", ".answer-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    for p in [&a, &b] {
+        let shown = p
+            .page_wait(
+                "the answer, pinned and in the list",
+                &format!(
+                    "{QUESTION} const pin = document.getElementById('pinned');\
+                     const a = q && q.querySelector('.q-answer');\
+                     return a && !pin.hidden ? [pin.innerText, a.innerText] : null;"
+                ),
+                vec![],
+            )
+            .await;
+        let pin = shown[0].as_str().unwrap();
+        assert!(
+            pin.contains("Q: When does it ship?") && pin.contains("A: In March"),
+            "{shown}"
+        );
+        assert_eq!(shown[1], json!("Answer: In March"));
+    }
+    assert_eq!(asked.as_str().map(|id| id.starts_with('q')), Some(true));
 
     // The label is over the player while live, on every page.
     for p in [&a, &b, &m] {
