@@ -1630,13 +1630,14 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
         }
     }
     // The flow cue opened the flow in the chat widget, inside the page (its CSP lets
-    // the widget run and connect).
+    // the widget run, style itself and connect).
     let greeting = a
         .page_wait(
             "the product quiz in the page's chat widget",
             "const w = document.querySelector('#flows [data-flow=\"product-quiz\"] volley-chat');\
              const log = w && w.shadowRoot && w.shadowRoot.querySelector('.log');\
-             return log && log.innerText.includes(\"machine finder\") ? log.innerText : null;",
+             return log && log.innerText.includes(\"machine finder\")\
+               && getComputedStyle(log).overflowY === 'auto' ? log.innerText : null;",
             vec![],
         )
         .await;
