@@ -555,6 +555,11 @@ impl State {
         self.vars.get(name).map(to_json)
     }
 
+    /// Goals reached, by name, in order.
+    pub fn goals(&self) -> impl Iterator<Item = &str> {
+        self.goals.iter().map(String::as_str)
+    }
+
     pub fn is_ended(&self) -> bool {
         matches!(self.at, At::Ended { .. })
     }

@@ -571,6 +571,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::desk_api::delete_canned, crate::desk_api::set_queues,
         crate::events::list, crate::events::detail, crate::events::media, crate::events::publish_event,
         crate::premiere::register,
+        crate::exports::results, crate::exports::transcript, crate::exports::attendance,
+        crate::inbound::upsert_contact, crate::inbound::start_flow, crate::inbound::send_message,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
@@ -581,6 +583,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         (name = "operations", description = "Health checks"),
         (name = "accounts", description = "Console users, sessions and API keys (docs/accounts.md)"),
         (name = "events", description = "Premieres: published events, their showings and media (docs/events.md)"),
+        (name = "integrations", description = "Contacts, flow starts and messages from other systems, with idempotency keys (docs/api.md)"),
         (name = "handoff", description = "The agent desk: hand-offs, replies, canned responses (docs/handoff.md)"),
     )
 )]

@@ -19,9 +19,11 @@ mod conversation;
 mod desk_api;
 mod error;
 mod events;
+mod exports;
 mod flows;
 pub mod handoff;
 mod ids;
+mod inbound;
 mod notify;
 mod outbound;
 mod premiere;
@@ -77,6 +79,8 @@ pub struct App {
     pub logins: auth::LoginLimiter,
     /// Premieres being watched: a room per showing.
     pub premieres: premiere::Rooms,
+    /// Requests with an idempotency key being answered.
+    pub in_flight: inbound::InFlight,
 }
 
 /// How large a route's request body may be.
@@ -126,6 +130,19 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/flows", FlowSource, api::list_flows),
         endpoint(M::POST, "/api/flows", FlowSource, api::publish_flow),
         endpoint(M::GET, "/api/flows/{id}", Message, api::flow_detail),
+        endpoint(M::GET, "/api/flows/{id}/results", Message, exports::results),
+        endpoint(
+            M::GET,
+            "/api/conversations/{id}/transcript",
+            Message,
+            exports::transcript,
+        ),
+        endpoint(
+            M::GET,
+            "/api/events/{id}/attendance",
+            Message,
+            exports::attendance,
+        ),
         endpoint(M::GET, "/api/events", FlowSource, events::list),
         endpoint(M::POST, "/api/events", FlowSource, events::publish_event),
         endpoint(M::GET, "/api/events/{id}", Message, events::detail),
@@ -168,6 +185,19 @@ fn endpoints() -> Vec<Endpoint> {
             campaigns::cancel,
         ),
         endpoint(M::POST, "/api/conversations", Message, api::start),
+        endpoint(M::POST, "/api/contacts", Message, inbound::upsert_contact),
+        endpoint(
+            M::POST,
+            "/api/flows/{id}/start",
+            Message,
+            inbound::start_flow,
+        ),
+        endpoint(
+            M::POST,
+            "/api/conversations/{id}/messages",
+            Message,
+            inbound::send_message,
+        ),
         endpoint(
             M::POST,
             "/api/conversations/{id}/inputs",
@@ -316,6 +346,11 @@ pub fn router(app: Arc<App>) -> Router {
         *group = std::mem::take(group).route(e.path, e.handler);
     }
     // Where our limit is above axum's own (2 MiB for body extractors), axum's is lifted.
+    // Idempotency keys apply inside each group's body limit.
+    let idempotent = || axum::middleware::from_fn_with_state(app.clone(), inbound::idempotency);
+    let messages = messages.layer(idempotent());
+    let flows = flows.layer(idempotent());
+    let uploads = uploads.layer(idempotent());
     let flows = flows
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));
@@ -397,6 +432,7 @@ pub async fn start_with_store(
         desk: handoff::Desk::default(),
         logins: auth::LoginLimiter::default(),
         premieres: premiere::Rooms::default(),
+        in_flight: inbound::InFlight::default(),
     });
     let now = app.clock.now_ms();
     app.flows

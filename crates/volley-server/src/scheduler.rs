@@ -51,6 +51,11 @@ pub struct Scheduler {
     /// Set when many timers changed in the store at once (a campaign created or
     /// resumed): the scheduler reads its window again.
     rescan: tokio::sync::Notify,
+    /// After each turn of the loop: (turn, every timer due at or before this instant
+    /// has fired). See [`Scheduler::settled`].
+    settled: tokio::sync::watch::Sender<(u64, i64)>,
+    /// Asks the loop for a turn (to publish a fresh `settled`).
+    poke: tokio::sync::Notify,
 }
 
 impl Default for Scheduler {
@@ -60,6 +65,8 @@ impl Default for Scheduler {
             added,
             receiver: std::sync::Mutex::new(Some(rx)),
             rescan: tokio::sync::Notify::new(),
+            settled: tokio::sync::watch::channel((0, i64::MIN)).0,
+            poke: tokio::sync::Notify::new(),
         }
     }
 }
@@ -76,6 +83,24 @@ impl Scheduler {
     /// Many timers were written or moved in the store: read the near future again.
     pub fn rescan(&self) {
         self.rescan.notify_one();
+    }
+
+    /// Waits until every timer due at or before `at` has fired, its effects committed
+    /// (as seen by a turn of the loop that starts after this call). Lets tests on
+    /// virtual time check that nothing happened without sleeping.
+    pub async fn settled(&self, at: i64) {
+        let mut rx = self.settled.subscribe();
+        let start = rx.borrow_and_update().0;
+        loop {
+            self.poke.notify_one();
+            if rx.changed().await.is_err() {
+                return;
+            }
+            let (turn, through) = *rx.borrow_and_update();
+            if turn > start + 1 && through >= at {
+                return;
+            }
+        }
     }
 }
 
@@ -140,6 +165,10 @@ pub async fn run(app: Arc<App>) {
             });
         }
         metrics::gauge!(names::TIMERS_IN_MEMORY).set(queue.len() as f64);
+        let through = queue.fired_through(now);
+        app.scheduler
+            .settled
+            .send_modify(|(turn, t)| (*turn, *t) = (*turn + 1, through));
         let wake = queue.wake_at();
         let slots_full = firing.available_permits() == 0;
         tokio::select! {
@@ -147,6 +176,7 @@ pub async fn run(app: Arc<App>) {
             Some(rows) = added.recv() => queue.add(rows),
             Some(f) = done.recv() => queue.finished(f, app.clock.now_ms()),
             () = app.scheduler.rescan.notified() => queue.rewind(),
+            () = app.scheduler.poke.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
@@ -267,6 +297,26 @@ impl Queue {
     }
 
     /// When the loop must next wake up by itself.
+    /// The latest instant through which every timer has fired (nothing due at or
+    /// before it is waiting, retrying or being fired, and the store has been read to it).
+    fn fired_through(&self, now: i64) -> i64 {
+        if !self.firing.is_empty() {
+            return i64::MIN;
+        }
+        let pending = self
+            .first_due()
+            .into_iter()
+            .chain(self.retrying.iter().map(|(at, _)| *at))
+            .min()
+            .map_or(i64::MAX, |d| d - 1);
+        let read = if self.wants_more(now) {
+            now - 1
+        } else {
+            self.complete_until
+        };
+        pending.min(read)
+    }
+
     fn wake_at(&self) -> i64 {
         let refill = if self.has_room() {
             (self.complete_until - WINDOW_MS / 2).max(self.retry_load_at)

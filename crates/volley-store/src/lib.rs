@@ -204,6 +204,20 @@ pub struct RegistrationRow {
     pub registered_at: Ms,
 }
 
+/// The first answer to a request sent with an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotentRow {
+    /// A hash of the caller's credentials.
+    pub caller: String,
+    pub key: String,
+    /// A hash of the method, path and body of the first request.
+    pub request_hash: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub created_at: Ms,
+}
+
 /// A timer to schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTimer {
@@ -498,6 +512,21 @@ pub trait Store: Send + Sync + 'static {
     async fn set_agent_queues(&self, user_id: &str, queues: Vec<String>) -> Result<()>;
 
     /// Waits for pending writes and closes the database.
+    /// A flow's conversations with `no > after` (the insertion order), at most `limit`,
+    /// with their `no`: pages of an export.
+    async fn flow_conversations(
+        &self,
+        flow_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, ConversationRow)>>;
+
+    /// The saved answer for a caller's idempotency key, if saved at or after `since`.
+    async fn idempotent(&self, caller: &str, key: &str, since: Ms)
+    -> Result<Option<IdempotentRow>>;
+    /// Saves an answer (the first one saved wins) and forgets those older than `expire_before`.
+    async fn save_idempotent(&self, row: IdempotentRow, expire_before: Ms) -> Result<()>;
+
     // Premieres (showings being watched).
     /// Appends rows to showing logs (one transaction, batched with other writes).
     async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()>;

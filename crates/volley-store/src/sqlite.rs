@@ -114,6 +114,7 @@ enum Write {
     DeleteSession(String),
     DeleteUserSessions(String),
     ShowingLog(Vec<ShowingRow>),
+    Idempotent(IdempotentRow, Ms),
     Register(RegistrationRow, Vec<NewTimer>),
     Ban {
         event_id: String,
@@ -901,6 +902,26 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             Ok(Output::Done)
         }
         Write::Shutdown => Ok(Output::Done),
+        Write::Idempotent(r, expire_before) => {
+            sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
+                .bind(expire_before)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO idempotency (caller, key, request_hash, status, content_type, body, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (caller, key) DO NOTHING",
+            )
+            .bind(&r.caller)
+            .bind(&r.key)
+            .bind(&r.request_hash)
+            .bind(i64::from(r.status))
+            .bind(&r.content_type)
+            .bind(&r.body)
+            .bind(r.created_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Done)
+        }
         Write::ShowingLog(rows) => {
             for chunk in shaped(rows) {
                 let sql = multi_row(
@@ -1334,6 +1355,39 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn idempotent(
+        &self,
+        caller: &str,
+        key: &str,
+        since: Ms,
+    ) -> Result<Option<IdempotentRow>> {
+        type Row = (String, i64, Option<String>, Vec<u8>, i64);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT request_hash, status, content_type, body, created_at FROM idempotency
+             WHERE caller = ? AND key = ? AND created_at >= ?",
+        )
+        .bind(caller)
+        .bind(key)
+        .bind(since)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| IdempotentRow {
+            caller: caller.into(),
+            key: key.into(),
+            request_hash: r.0,
+            status: r.1 as u16,
+            content_type: r.2,
+            body: r.3,
+            created_at: r.4,
+        }))
+    }
+
+    async fn save_idempotent(&self, row: IdempotentRow, expire_before: Ms) -> Result<()> {
+        self.submit(Write::Idempotent(row, expire_before))
+            .await
+            .map(|_| ())
+    }
+
     async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -1575,6 +1629,43 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         Ok(row.map(conversation_row))
+    }
+
+    async fn flow_conversations(
+        &self,
+        flow_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, ConversationRow)>> {
+        let sql = format!(
+            "SELECT no, {CONVERSATION_COLUMNS} FROM conversations
+             WHERE flow_id = ? AND no > ? ORDER BY no LIMIT ?"
+        );
+        let rows: Vec<(i64, ConversationRow)> = sqlx::query(AssertSqlSafe(sql))
+            .bind(flow_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|r| {
+                use sqlx::Row;
+                let no: i64 = r.get(0);
+                let t: ConversationTuple = (
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                );
+                (no, conversation_row(t))
+            })
+            .collect();
+        Ok(rows)
     }
 
     async fn calling_conversations(&self) -> Result<Vec<String>> {

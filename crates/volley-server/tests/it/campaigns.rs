@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use volley_server::ManualClock;
+use volley_server::{Clock, ManualClock};
 
 use crate::support::*;
 
@@ -104,7 +104,7 @@ async fn a_campaign_sends_at_nine_in_each_contacts_zone_and_can_pause_resume_and
         (409, json!("campaign-status"))
     );
     clock.set("2026-12-01T15:00:00Z".parse().unwrap());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.running.app.scheduler.settled(clock.now_ms()).await;
     assert_eq!(campaign(&server, &id).await["sent"], 1);
     // Resumed at 15:00Z after 7 hours paused: the send comes 7 hours later, 21:00Z.
     let (_, resumed) = admin(
@@ -119,7 +119,7 @@ async fn a_campaign_sends_at_nine_in_each_contacts_zone_and_can_pause_resume_and
         json!([{"from": "2026-12-01T21:00:00Z", "count": 1}])
     );
     clock.set("2026-12-01T20:59:00Z".parse().unwrap());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.running.app.scheduler.settled(clock.now_ms()).await;
     assert_eq!(campaign(&server, &id).await["sent"], 1);
     clock.set("2026-12-01T21:00:00Z".parse().unwrap());
     let done = sent(&server, &id, 2).await;
@@ -158,7 +158,7 @@ async fn a_campaign_sends_at_nine_in_each_contacts_zone_and_can_pause_resume_and
         (json!("cancelled"), json!(2), json!(0))
     );
     clock.set("2026-12-06T00:00:00Z".parse().unwrap());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.running.app.scheduler.settled(clock.now_ms()).await;
     assert_eq!(campaign(&server, id2).await["sent"], 0);
     assert_eq!(server.running.app.store.pending_timers().await.unwrap(), 0);
     server.stop().await;

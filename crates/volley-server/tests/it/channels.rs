@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use volley_server::Config;
 use volley_server::channels::{
     AssistantInfo, Channel, ChannelError, Channels, ChannelsConfig, Email, EmailConfig, FlowInfo,
     Message, Notification, Recipient, Webhook, WebhookConfig,
 };
+use volley_server::{Clock, Config};
 
 use crate::support::{Client, TestServer, config, hello, receiver};
 
@@ -813,7 +813,7 @@ async fn a_follow_up_unseen_for_two_minutes_is_notified_and_a_seen_one_is_not() 
     assert_eq!(ask["step"], "how");
     // Nothing before the delay (two minutes by default).
     clock.advance(Duration::from_secs(119));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.running.app.scheduler.settled(clock.now_ms()).await;
     assert_eq!(rx.count(), 0);
     clock.advance(Duration::from_secs(1));
     let started = std::time::Instant::now();
@@ -824,8 +824,9 @@ async fn a_follow_up_unseen_for_two_minutes_is_notified_and_a_seen_one_is_not() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Give a second notification (the watched conversation's) a chance to show up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Everything due has fired: a second notification (the watched conversation's)
+    // would be here by now.
+    server.running.app.scheduler.settled(clock.now_ms()).await;
     let (count, envelope) = {
         let requests = rx.requests.lock().unwrap();
         verify(&requests[0].headers, &requests[0].body).expect("signed");

@@ -442,6 +442,37 @@ async fn polls_offers_and_the_clock_follow_the_timeline() {
         (&d["watched_ms"], &d["furthest"]),
         (&json!(15_000), &json!(61_000))
     );
+
+    // The attendance export: one row per viewer, from the log.
+    let r = http()
+        .get(server.http(&format!("/api/events/talk/attendance?showing={SHOWING}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csv = r.text().await.unwrap();
+    let rows: Vec<Vec<String>> = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    let cy = rows.iter().find(|r| r[0] == c_id).expect("Cy's row");
+    // name, registered, watched seconds and %, live, replay, chat, votes, clicks, questions
+    assert_eq!(
+        [
+            &cy[1], &cy[2], &cy[6], &cy[7], &cy[8], &cy[9], &cy[10], &cy[11], &cy[12], &cy[13]
+        ],
+        [
+            "Cy", "false", "15", "2.5", "true", "false", "0", "1", "0", "0"
+        ]
+    );
+    let ana = rows.iter().find(|r| r[0] == a.id()).expect("a's row");
+    assert_eq!(
+        (ana[11].as_str(), ana[12].as_str()),
+        ("1", "1"),
+        "a voted and clicked"
+    );
     server.stop().await;
 }
 
