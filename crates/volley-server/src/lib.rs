@@ -348,9 +348,10 @@ pub fn router(app: Arc<App>) -> Router {
     // Where our limit is above axum's own (2 MiB for body extractors), axum's is lifted.
     // Idempotency keys apply inside each group's body limit.
     let idempotent = || axum::middleware::from_fn_with_state(app.clone(), inbound::idempotency);
-    let messages = messages.layer(idempotent());
-    let flows = flows.layer(idempotent());
-    let uploads = uploads.layer(idempotent());
+    let track = || axum::middleware::from_fn(telemetry::track);
+    let messages = messages.layer(idempotent()).route_layer(track());
+    let flows = flows.layer(idempotent()).route_layer(track());
+    let uploads = uploads.layer(idempotent()).route_layer(track());
     let flows = flows
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));
