@@ -5,6 +5,7 @@
 //! logs the results durably, paces and delivers them, and serves the embedded web
 //! files. See ARCHITECTURE.md for the map.
 
+mod analytics;
 mod api;
 mod assets;
 mod audience;
@@ -45,7 +46,7 @@ use tokio::sync::watch;
 use volley_store::{SqliteOptions, SqliteStore};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, QueueConfig};
 pub use error::ApiError;
 pub use events::DEMO_EVENT;
 pub use flows::DEMO_FLOWS;
@@ -315,6 +316,12 @@ fn endpoints() -> Vec<Endpoint> {
             "/api/users/{id}/queues",
             Message,
             desk_api::set_queues,
+        ),
+        endpoint(
+            M::GET,
+            "/api/analytics/handoffs",
+            Message,
+            analytics::handoffs,
         ),
         endpoint(M::GET, "/metrics", Message, telemetry::render),
         endpoint(M::GET, "/healthz", Message, api::healthz),

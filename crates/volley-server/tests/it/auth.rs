@@ -780,6 +780,7 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("DELETE", "/api/canned/{id}", Access::Scope("admin")),
     ("PUT", "/api/users/{id}/queues", Access::Scope("admin")),
     ("GET", "/metrics", Access::Public),
+    ("GET", "/api/analytics/handoffs", Access::Scope("admin")),
     ("GET", "/healthz", Access::Public),
     ("GET", "/readyz", Access::Public),
 ];
