@@ -5,6 +5,7 @@
 //! logs the results durably, paces and delivers them, and serves the embedded web
 //! files. See ARCHITECTURE.md for the map.
 
+mod analytics;
 mod api;
 mod assets;
 mod audience;
@@ -46,7 +47,7 @@ use tokio::sync::watch;
 use volley_store::{SqliteOptions, SqliteStore};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, QueueConfig};
 pub use error::ApiError;
 pub use events::DEMO_EVENT;
 pub use flows::DEMO_FLOWS;
@@ -341,6 +342,12 @@ fn endpoints() -> Vec<Endpoint> {
             Message,
             webhooks::console_replay,
         ),
+        endpoint(
+            M::GET,
+            "/api/analytics/handoffs",
+            Message,
+            analytics::handoffs,
+        ),
         endpoint(M::GET, "/metrics", Message, telemetry::render),
         endpoint(M::GET, "/healthz", Message, api::healthz),
         endpoint(M::GET, "/readyz", Message, api::readyz),
@@ -373,9 +380,10 @@ pub fn router(app: Arc<App>) -> Router {
     // Where our limit is above axum's own (2 MiB for body extractors), axum's is lifted.
     // Idempotency keys apply inside each group's body limit.
     let idempotent = || axum::middleware::from_fn_with_state(app.clone(), inbound::idempotency);
-    let messages = messages.layer(idempotent());
-    let flows = flows.layer(idempotent());
-    let uploads = uploads.layer(idempotent());
+    let track = || axum::middleware::from_fn(telemetry::track);
+    let messages = messages.layer(idempotent()).route_layer(track());
+    let flows = flows.layer(idempotent()).route_layer(track());
+    let uploads = uploads.layer(idempotent()).route_layer(track());
     let flows = flows
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));

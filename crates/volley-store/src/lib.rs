@@ -704,6 +704,11 @@ pub trait Store: Send + Sync + 'static {
     /// Saves an answer (the first one saved wins) and forgets those older than `expire_before`.
     async fn save_idempotent(&self, row: IdempotentRow, expire_before: Ms) -> Result<()>;
 
+    /// Hand-offs requested in `from..to`, oldest first, at most `limit`.
+    async fn handoffs_between(&self, from: Ms, to: Ms, limit: i64) -> Result<Vec<HandoffRow>>;
+    /// Conversations started in `from..to`.
+    async fn conversations_started(&self, from: Ms, to: Ms) -> Result<i64>;
+
     // Premieres (showings being watched).
     /// Appends rows to showing logs (one transaction, batched with other writes).
     async fn append_showing(&self, rows: Vec<ShowingRow>) -> Result<()>;

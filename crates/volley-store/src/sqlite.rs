@@ -2173,6 +2173,30 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn handoffs_between(&self, from: Ms, to: Ms, limit: i64) -> Result<Vec<HandoffRow>> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE requested_at >= ? AND requested_at < ?
+             ORDER BY requested_at LIMIT ?"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn conversations_started(&self, from: Ms, to: Ms) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM conversations WHERE created_at >= ? AND created_at < ?",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n)
+    }
+
     async fn contact_handoffs(&self, contact_id: &str, limit: i64) -> Result<Vec<HandoffRow>> {
         let sql = format!(
             "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE contact_id = ? ORDER BY requested_at DESC LIMIT ?"

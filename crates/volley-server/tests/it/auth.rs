@@ -801,6 +801,7 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/console/webhooks", Access::AdminPage),
     ("POST", "/console/webhooks/replay", Access::AdminSession),
     ("GET", "/metrics", Access::Public),
+    ("GET", "/api/analytics/handoffs", Access::Scope("admin")),
     ("GET", "/healthz", Access::Public),
     ("GET", "/readyz", Access::Public),
 ];
