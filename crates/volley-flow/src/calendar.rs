@@ -279,6 +279,40 @@ impl Calendar {
         true
     }
 
+    /// How long the calendar is open within `from..to` ("business hours" between two
+    /// instants: a reply time counted only while the team works). Zero when `to` is not
+    /// after `from`. Looks [`SEARCH_DAYS`] days ahead at a time, so any range works.
+    pub fn open_duration(&self, from: Timestamp, to: Timestamp) -> jiff::SignedDuration {
+        let mut total = jiff::SignedDuration::ZERO;
+        let mut at = from;
+        while at < to {
+            let mut periods = self.periods(at);
+            let before = at;
+            for (s, e) in periods.by_ref() {
+                if s >= to {
+                    return total;
+                }
+                let (s, e) = (s.max(at), e.min(to));
+                if e > s {
+                    total += s.duration_until(e);
+                    at = e;
+                }
+            }
+            if at == before {
+                // Closed for the whole search window.
+                let horizon = at
+                    .to_zoned(self.tz.clone())
+                    .checked_add(jiff::Span::new().days(SEARCH_DAYS))
+                    .map(|z| z.timestamp());
+                match horizon {
+                    Ok(h) if h > at => at = h,
+                    _ => return total,
+                }
+            }
+        }
+        total
+    }
+
     fn periods(&self, from: Timestamp) -> Periods<'_> {
         Periods::new(&self.week, &self.tz, &self.closed, from)
     }
@@ -709,6 +743,38 @@ fn join(errors: &[ScheduleError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod open_duration_tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn counts_only_open_time() {
+        let cal = Calendar::new(
+            "Europe/Berlin",
+            [("mon-fri", "09:00-17:00")],
+            ["2026-12-25"],
+        )
+        .unwrap();
+        let h = |from: &str, to: &str| cal.open_duration(t(from), t(to)).as_secs() as f64 / 3600.0;
+        // Friday 16:00 Berlin (15:00Z) to Monday 10:00 Berlin (09:00Z): 1 h + 1 h.
+        assert_eq!(h("2026-12-04T15:00:00Z", "2026-12-07T09:00:00Z"), 2.0);
+        // Inside one day.
+        assert_eq!(h("2026-12-07T09:00:00Z", "2026-12-07T10:30:00Z"), 1.5);
+        // Christmas Friday is closed: Thursday 16:00 to Monday 10:00 is 1 h + 1 h.
+        assert_eq!(h("2026-12-24T15:00:00Z", "2026-12-28T09:00:00Z"), 2.0);
+        // A whole week: five days of eight hours.
+        assert_eq!(h("2026-12-07T00:00:00Z", "2026-12-14T00:00:00Z"), 40.0);
+        assert_eq!(h("2026-12-07T10:00:00Z", "2026-12-07T09:00:00Z"), 0.0);
+        // Across a whole year (more than one search window of periods is not needed, but
+        // many periods are): 52 weeks minus holidays.
+        assert!(h("2026-01-05T00:00:00Z", "2027-01-04T00:00:00Z") > 2000.0);
+    }
 }
 
 #[cfg(test)]

@@ -573,6 +573,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::premiere::register,
         crate::exports::results, crate::exports::transcript, crate::exports::attendance,
         crate::inbound::upsert_contact, crate::inbound::start_flow, crate::inbound::send_message,
+        crate::analytics::handoffs,
+        crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete,
+        crate::webhooks::deliveries, crate::webhooks::replay,
     ),
     components(schemas(ErrorBody, Identity)),
     modifiers(&Security),
@@ -583,8 +586,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         (name = "operations", description = "Health checks"),
         (name = "accounts", description = "Console users, sessions and API keys (docs/accounts.md)"),
         (name = "events", description = "Premieres: published events, their showings and media (docs/events.md)"),
+        (name = "analytics", description = "Reports (docs/metrics.md)"),
         (name = "integrations", description = "Contacts, flow starts and messages from other systems, with idempotency keys (docs/api.md)"),
         (name = "handoff", description = "The agent desk: hand-offs, replies, canned responses (docs/handoff.md)"),
+        (name = "webhooks", description = "Outbound webhooks: endpoints, delivery logs, replay (docs/webhooks.md)"),
     )
 )]
 pub struct ApiDoc;

@@ -8,12 +8,10 @@
 //! docs/operations.md); each is off until its `url` is set.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 use volley_flow::markdown::escape_html;
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -22,19 +20,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::config::{ChannelsConfig, EmailConfig, WebhookConfig};
-use crate::outbound;
+use crate::webhooks::{self, PostError, Signer};
 
 /// Messages a notification shows: the latest ones; earlier ones are only counted.
 pub const MAX_MESSAGES: usize = 20;
 
 /// Characters kept from a name or title placed in an email header.
 const MAX_HEADER_CHARS: usize = 100;
-
-/// Characters of a webhook's error response quoted in the error message.
-const MAX_QUOTED_CHARS: usize = 200;
-
-/// Longest time to establish a webhook connection (within the request's timeout).
-const MAX_CONNECT: Duration = Duration::from_secs(10);
 
 /// Counter of notifications by `channel` and `result` (`sent`, `skipped`, `temporary`,
 /// `permanent`).
@@ -516,12 +508,12 @@ impl Channel for Email {
     }
 }
 
-/// Notifications POSTed as JSON to one URL, signed per Standard Webhooks.
+/// Notifications POSTed as JSON to one URL, signed per Standard Webhooks (the signing
+/// and the POST are `webhooks.rs`'s, shared with the outbound webhooks).
 pub struct Webhook {
     client: reqwest::Client,
     url: reqwest::Url,
-    /// HMAC-SHA256 keyed with the secret, cloned for each signature.
-    mac: hmac::Hmac<Sha256>,
+    signer: Signer,
     timeout: Duration,
     response_bytes: usize,
     allow_private: bool,
@@ -552,124 +544,20 @@ impl Webhook {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or("channels.webhook.secret is required with channels.webhook.url")?;
-        let key = match secret.strip_prefix("whsec_") {
-            Some(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| {
-                    format!("channels.webhook.secret: invalid base64 after whsec_: {e}")
-                })?,
-            None => secret.as_bytes().to_vec(),
-        };
-        let mac = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&key)
-            .map_err(|e| format!("channels.webhook.secret: {e}"))?;
+        let signer = Signer::new(secret).map_err(|e| format!("channels.webhook.secret: {e}"))?;
         if config.timeout_ms == 0 {
             return Err("channels.webhook.timeout_ms must be above 0".into());
         }
         let timeout = Duration::from_millis(config.timeout_ms);
         let allow_private = allow_private_http || config.allow_private;
-        // reqwest panics when building a client before a TLS provider is installed.
-        outbound::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("Volley/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .connect_timeout(timeout.min(MAX_CONNECT))
-            // A redirected POST may turn into a GET, or leave the guarded addresses.
-            .redirect(reqwest::redirect::Policy::none());
-        if !allow_private {
-            builder = builder.dns_resolver(Arc::new(outbound::GuardedResolver));
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
         Ok(Webhook {
-            client,
+            client: webhooks::client(allow_private, timeout)?,
             url,
-            mac,
+            signer,
             timeout,
             response_bytes: config.response_bytes,
             allow_private,
         })
-    }
-
-    /// `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` (Standard Webhooks).
-    fn signature(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        use hmac::Mac;
-        let mut mac = self.mac.clone();
-        mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(body);
-        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        format!("v1,{sig}")
-    }
-
-    async fn post(&self, n: &Notification) -> Result<(), ChannelError> {
-        if !self.allow_private && !outbound::literal_allowed(&self.url) {
-            return Err(ChannelError::Permanent(outbound::refused(
-                self.url.host_str().unwrap_or_default(),
-            )));
-        }
-        // The receiver checks the signature's timestamp against its own clock, so this is
-        // the wall clock, not the server's injectable one.
-        let now = jiff::Timestamp::now();
-        let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-        let body = serde_json::to_vec(&Envelope {
-            r#type: "notification",
-            timestamp: now.to_string(),
-            data: n,
-        })
-        .map_err(|e| ChannelError::Permanent(format!("cannot encode the notification: {e}")))?;
-        let signature = self.signature(&n.id, now.as_second(), &body);
-        let mut resp = self
-            .client
-            .post(self.url.clone())
-            .timeout(self.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", n.id.as_str())
-            .header("webhook-timestamp", now.as_second().to_string())
-            .header("webhook-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(http_error)?;
-        let status = resp.status();
-        let mut bytes = Vec::new();
-        while bytes.len() < self.response_bytes {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = self.response_bytes - bytes.len();
-                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(None) => break,
-                // The status has arrived: a broken body does not change the outcome.
-                Err(_) => break,
-            }
-        }
-        if status.is_success() {
-            return Ok(());
-        }
-        let quoted: String = String::from_utf8_lossy(&bytes)
-            .chars()
-            .take(MAX_QUOTED_CHARS)
-            .collect();
-        let msg = format!("HTTP {status}: {}", quoted.trim());
-        let code = status.as_u16();
-        if status.is_server_error() || matches!(code, 408 | 425 | 429) {
-            Err(ChannelError::Temporary(msg))
-        } else {
-            Err(ChannelError::Permanent(msg))
-        }
-    }
-}
-
-/// Sorts a failure to get an answer: an invalid request or a refused (private)
-/// destination is permanent; anything else (timeout, connection) temporary.
-fn http_error(e: reqwest::Error) -> ChannelError {
-    let builder = e.is_builder();
-    let msg = outbound::describe(e);
-    // The guarded resolver's refusal (see `outbound::refused`).
-    if builder || msg.contains("is a private, loopback or link-local address") {
-        ChannelError::Permanent(msg)
-    } else {
-        ChannelError::Temporary(msg)
     }
 }
 
@@ -680,13 +568,44 @@ impl Channel for Webhook {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), ChannelError> {
-        // The request's own timeout covers the headers; this one the body read too.
-        match tokio::time::timeout(self.timeout, self.post(n)).await {
-            Ok(result) => result,
-            Err(_) => Err(ChannelError::Temporary(format!(
-                "timed out after {} ms",
-                self.timeout.as_millis()
-            ))),
+        // The receiver checks the signature's timestamp against its own clock, so this is
+        // the wall clock, not the server's injectable one.
+        let now = jiff::Timestamp::now();
+        let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let body = serde_json::to_vec(&Envelope {
+            r#type: "notification",
+            timestamp: now.to_string(),
+            data: n,
+        })
+        .map_err(|e| ChannelError::Permanent(format!("cannot encode the notification: {e}")))?;
+        let signed = webhooks::Signed {
+            url: &self.url,
+            signer: &self.signer,
+            id: &n.id,
+            timestamp: now.as_second(),
+            body,
+        };
+        let answer = webhooks::post_signed(
+            &self.client,
+            signed,
+            self.allow_private,
+            self.timeout,
+            self.response_bytes,
+        )
+        .await
+        .map_err(|e| match e {
+            // A refused (private) destination or an invalid request fails the same way
+            // every time; anything else (timeout, connection) may pass later.
+            PostError::Refused(m) | PostError::Invalid(m) => ChannelError::Permanent(m),
+            PostError::Failed(m) => ChannelError::Temporary(m),
+        })?;
+        let status = answer.status;
+        if status.is_success() {
+            Ok(())
+        } else if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
+            Err(ChannelError::Temporary(answer.describe()))
+        } else {
+            Err(ChannelError::Permanent(answer.describe()))
         }
     }
 }

@@ -38,6 +38,35 @@ pub struct Config {
     pub channels: ChannelsConfig,
     /// Hand-off to people: queues, business hours, CSAT.
     pub handoff: HandoffConfig,
+    /// Outbound webhooks (docs/webhooks.md): how they are sent.
+    pub webhooks: WebhooksConfig,
+}
+
+/// The `[webhooks]` table: limits of outbound webhook requests. Endpoints themselves are
+/// managed through the API (`/api/webhooks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Longest time one attempt may take, the answer included (milliseconds).
+    pub timeout_ms: u64,
+    /// Bytes of an answer read (for the delivery log); the rest is not read.
+    pub response_bytes: usize,
+    /// Attempts in flight at once (more wait their turn).
+    pub concurrency: usize,
+    /// Days delivered and dead-lettered deliveries stay in the delivery log (0: for
+    /// ever).
+    pub retention_days: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            timeout_ms: 10_000,
+            response_bytes: 64 * 1024,
+            concurrency: 16,
+            retention_days: 30,
+        }
+    }
 }
 
 /// The `[handoff]` table (docs/handoff.md).
@@ -231,6 +260,7 @@ impl Default for Config {
             limits: Limits::default(),
             channels: ChannelsConfig::default(),
             handoff: HandoffConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }

@@ -81,7 +81,7 @@ pub async fn style() -> Response {
 
 /// An HTML page: never cached, never framed. Images in messages may come from
 /// anywhere on https (flows show them); scripts and requests only from here.
-fn page(status: StatusCode, html: String) -> Response {
+pub(crate) fn page(status: StatusCode, html: String) -> Response {
     (
         status,
         [
@@ -102,7 +102,7 @@ fn page(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
-fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
+pub(crate) fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     page(
         status,
         format!(
@@ -199,12 +199,17 @@ fn shell(title: &str, kind: &str, c: &Console, main: &str, data: &impl Serialize
          title=\"Available: conversations are assigned to you (Alt+A)\">Available</button>\n\
          <span id=\"live\" class=\"live\" role=\"status\">Connecting…</span>\n\
          <button id=\"notify\" type=\"button\" class=\"quiet\" hidden>Enable notifications</button>\n\
-         <a class=\"account\" href=\"/console/account\">{name}</a>\n</div>\n</header>\n\
+         {admin}<a class=\"account\" href=\"/console/account\">{name}</a>\n</div>\n</header>\n\
          <div id=\"alert\" class=\"alert\" role=\"alert\" hidden><span class=\"text\"></span> \
          <button type=\"button\" class=\"dismiss quiet\">Dismiss</button></div>\n",
         csrf = esc(&c.csrf),
         title = esc(title),
         name = esc(&c.staff.name),
+        admin = if c.staff.role == Role::Admin {
+            "<a class=\"account\" href=\"/console/webhooks\">Webhooks</a>\n"
+        } else {
+            ""
+        },
     );
     h.push_str(main);
     h.push_str(SHORTCUTS);

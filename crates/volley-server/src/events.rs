@@ -624,7 +624,8 @@ pub struct CueView {
 pub struct EventDetail {
     #[serde(flatten)]
     pub summary: EventSummary,
-    /// The next showings (at most 10; one for on-demand events).
+    /// The showing live now, if any, then the next showings (at most 10 in all; one
+    /// for on-demand events).
     pub occurrences: Vec<OccurrenceView>,
     pub chapters: Vec<ChapterView>,
     pub timeline: Vec<CueView>,
@@ -729,6 +730,13 @@ pub async fn detail(
     let now = app.clock.now();
     let mut occurrences: Vec<OccurrenceView> = Vec::new();
     let mut after = now;
+    // A showing live now comes first (late joiners join it at the live position).
+    if let Some(live) = volley_events::current_or_next(e, now, zone.as_ref())
+        .filter(|o| o.starts_at <= now && !o.on_demand)
+    {
+        after = live.starts_at + SignedDuration::from_secs(1);
+        occurrences.push(live.into());
+    }
     while occurrences.len() < DETAIL_OCCURRENCES {
         let Some(o) = volley_events::next_occurrence(e, after, zone.as_ref()) else {
             break;

@@ -41,7 +41,7 @@ pub fn cell(text: &str) -> String {
     }
 }
 
-fn csv_line(fields: impl IntoIterator<Item = String>) -> Vec<u8> {
+pub(crate) fn csv_line(fields: impl IntoIterator<Item = String>) -> Vec<u8> {
     let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     let fields: Vec<String> = fields.into_iter().map(|f| cell(&f)).collect();
     // Writing to a Vec cannot fail.

@@ -233,6 +233,35 @@ fn check_external_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Creates or updates the contact with this external id, merging `profile` (checked
+/// like a CSV import's attributes); returns it and whether it is new.
+async fn upsert(
+    app: &App,
+    external_id: &str,
+    profile: Map<String, Value>,
+) -> Result<(volley_store::ContactRow, bool), ApiError> {
+    check_external_id(external_id)?;
+    let profile = Value::Object(profile);
+    let _: volley_flow::Contact = serde_json::from_value(profile.clone())
+        .map_err(|e| ApiError::bad_request("bad-profile", format!("`profile`: {e}")))?;
+    let upsert = ContactUpsert {
+        id: new_id("ct"),
+        external_id: external_id.to_string(),
+        profile: profile.to_string(),
+    };
+    let created = app
+        .store
+        .upsert_contacts(vec![upsert], app.clock.now_ms())
+        .await?
+        == 1;
+    let row = app
+        .store
+        .contact_by_external_id(external_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("contact vanished", external_id))?;
+    Ok((row, created))
+}
+
 /// Creates or updates a contact by `external_id` (scope `contacts:write`).
 #[utoipa::path(
     post,
@@ -250,29 +279,7 @@ pub async fn upsert_contact(
     body: Result<Json<ContactRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(crate::api::json_error)?;
-    check_external_id(&req.external_id)?;
-    let profile = Value::Object(req.profile);
-    // The same checks as a CSV import's attributes.
-    let _: volley_flow::Contact = serde_json::from_value(profile.clone())
-        .map_err(|e| ApiError::bad_request("bad-profile", format!("`profile`: {e}")))?;
-    let now = app.clock.now_ms();
-    let created = app
-        .store
-        .upsert_contacts(
-            vec![ContactUpsert {
-                id: new_id("ct"),
-                external_id: req.external_id.clone(),
-                profile: profile.to_string(),
-            }],
-            now,
-        )
-        .await?
-        == 1;
-    let row = app
-        .store
-        .contact_by_external_id(&req.external_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("contact vanished", &req.external_id))?;
+    let (row, created) = upsert(&app, &req.external_id, req.profile).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -328,30 +335,11 @@ pub async fn start_flow(
     body: Result<Json<StartForContact>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(crate::api::json_error)?;
-    check_external_id(&req.external_id)?;
     let flow = app
         .flows
         .latest(&flow_id)
         .ok_or_else(|| ApiError::not_found("unknown-flow", format!("no flow `{flow_id}`")))?;
-    let profile = Value::Object(req.profile);
-    let _: volley_flow::Contact = serde_json::from_value(profile.clone())
-        .map_err(|e| ApiError::bad_request("bad-profile", format!("`profile`: {e}")))?;
-    let now = app.clock.now_ms();
-    app.store
-        .upsert_contacts(
-            vec![ContactUpsert {
-                id: new_id("ct"),
-                external_id: req.external_id.clone(),
-                profile: profile.to_string(),
-            }],
-            now,
-        )
-        .await?;
-    let contact = app
-        .store
-        .contact_by_external_id(&req.external_id)
-        .await?
-        .ok_or_else(|| ApiError::internal("contact vanished", &req.external_id))?;
+    let (contact, _) = upsert(&app, &req.external_id, req.profile).await?;
     let mut person: volley_flow::Contact =
         serde_json::from_str(&contact.profile).unwrap_or_default();
     person.id = contact.id.clone();

@@ -5,6 +5,7 @@
 //! logs the results durably, paces and delivers them, and serves the embedded web
 //! files. See ARCHITECTURE.md for the map.
 
+mod analytics;
 mod api;
 mod assets;
 mod audience;
@@ -30,6 +31,7 @@ mod premiere;
 mod scheduler;
 mod session;
 mod telemetry;
+pub mod webhooks;
 mod wire;
 mod ws;
 
@@ -45,7 +47,7 @@ use tokio::sync::watch;
 use volley_store::{SqliteOptions, SqliteStore};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, QueueConfig};
 pub use error::ApiError;
 pub use events::DEMO_EVENT;
 pub use flows::DEMO_FLOWS;
@@ -81,6 +83,8 @@ pub struct App {
     pub premieres: premiere::Rooms,
     /// Requests with an idempotency key being answered.
     pub in_flight: inbound::InFlight,
+    /// Outbound webhooks: the endpoints and the dispatcher's and sender's signals.
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// How large a route's request body may be.
@@ -316,6 +320,34 @@ fn endpoints() -> Vec<Endpoint> {
             Message,
             desk_api::set_queues,
         ),
+        endpoint(M::GET, "/api/webhooks", Message, webhooks::list),
+        endpoint(M::POST, "/api/webhooks", Message, webhooks::create),
+        endpoint(M::DELETE, "/api/webhooks/{id}", Message, webhooks::delete),
+        endpoint(
+            M::GET,
+            "/api/webhooks/{id}/deliveries",
+            Message,
+            webhooks::deliveries,
+        ),
+        endpoint(
+            M::POST,
+            "/api/webhooks/{id}/deliveries/{delivery}/replay",
+            Message,
+            webhooks::replay,
+        ),
+        endpoint(M::GET, "/console/webhooks", Message, webhooks::console_page),
+        endpoint(
+            M::POST,
+            "/console/webhooks/replay",
+            Message,
+            webhooks::console_replay,
+        ),
+        endpoint(
+            M::GET,
+            "/api/analytics/handoffs",
+            Message,
+            analytics::handoffs,
+        ),
         endpoint(M::GET, "/metrics", Message, telemetry::render),
         endpoint(M::GET, "/healthz", Message, api::healthz),
         endpoint(M::GET, "/readyz", Message, api::readyz),
@@ -348,9 +380,10 @@ pub fn router(app: Arc<App>) -> Router {
     // Where our limit is above axum's own (2 MiB for body extractors), axum's is lifted.
     // Idempotency keys apply inside each group's body limit.
     let idempotent = || axum::middleware::from_fn_with_state(app.clone(), inbound::idempotency);
-    let messages = messages.layer(idempotent());
-    let flows = flows.layer(idempotent());
-    let uploads = uploads.layer(idempotent());
+    let track = || axum::middleware::from_fn(telemetry::track);
+    let messages = messages.layer(idempotent()).route_layer(track());
+    let flows = flows.layer(idempotent()).route_layer(track());
+    let uploads = uploads.layer(idempotent()).route_layer(track());
     let flows = flows
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(Limit::new(volley_flow::MAX_SOURCE_BYTES + 1024));
@@ -433,6 +466,7 @@ pub async fn start_with_store(
         logins: auth::LoginLimiter::default(),
         premieres: premiere::Rooms::default(),
         in_flight: inbound::InFlight::default(),
+        webhooks: webhooks::Webhooks::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -476,6 +510,7 @@ pub async fn start_with_store(
     campaigns::abandon_unfinished(&app)
         .await
         .map_err(|e| e.message)?;
+    webhooks::load(&app).await?;
     app.desk.load(
         app.store.open_handoffs().await.map_err(|e| e.to_string())?,
         app.store.agent_queues().await.map_err(|e| e.to_string())?,
@@ -496,6 +531,7 @@ pub async fn start_with_store(
     let scheduler = tokio::spawn(scheduler::run(app.clone()));
     premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
+    let webhook_tasks = webhooks::start(&app);
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -516,6 +552,9 @@ pub async fn start_with_store(
         outbound.abort();
         let _ = scheduler.await;
         let _ = desk.await;
+        for t in webhook_tasks {
+            let _ = t.await;
+        }
     });
     Ok(Running {
         addr,

@@ -48,12 +48,12 @@ impl Outbound {
     }
 }
 
+/// What every refusal by the SSRF guard says (after the host).
+pub(crate) const REFUSED: &str = "is a private, loopback or link-local address";
+
 /// Why a request was not sent or not answered (becomes the flow's `http_error`).
 pub(crate) fn refused(host: &str) -> String {
-    format!(
-        "refused: {host} is a private, loopback or link-local address \
-         (set allow_private_http to allow it)"
-    )
+    format!("refused: {host} {REFUSED} (set allow_private_http to allow it)")
 }
 
 /// Whether an address is on the public internet (the SSRF guard).

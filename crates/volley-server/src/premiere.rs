@@ -330,9 +330,17 @@ pub async fn page(
         return unknown_event(&id).into_response();
     };
     let e = &p.event;
+    // A showing that has ended is a replay (the page corrects the label after `hello`
+    // in any case; this is what shows before the script runs).
+    let ended = q
+        .showing
+        .as_deref()
+        .and_then(|s| s.strip_prefix(&format!("{}@", e.id)))
+        .and_then(|s| s.trim_end_matches("~on-demand").parse::<Timestamp>().ok())
+        .is_some_and(|start| start + e.media.duration <= app.clock.now());
     let label = match q.showing.as_deref() {
         Some(s) if s.ends_with("~on-demand") => &e.replay_label,
-        _ if matches!(e.schedule, volley_events::Schedule::OnDemand) => &e.replay_label,
+        _ if ended || matches!(e.schedule, volley_events::Schedule::OnDemand) => &e.replay_label,
         _ => &e.label,
     };
     let html = EVENT_HTML
@@ -346,7 +354,7 @@ pub async fn page(
         .replace("{{showing}}", &escape(q.showing.as_deref().unwrap_or("")));
     (
         [
-            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' https: http:; connect-src 'self'; frame-ancestors 'self'"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; media-src 'self' https: http:; connect-src 'self'; frame-ancestors 'self'"),
             (header::REFERRER_POLICY, "same-origin"),
         ],
         Html(html),

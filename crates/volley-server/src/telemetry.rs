@@ -53,6 +53,34 @@ pub mod names {
     pub const EVENT_VIEWERS: &str = "volley_event_viewers";
     /// Premiere chat messages posted.
     pub const EVENT_CHAT: &str = "volley_event_chat_messages_total";
+    /// Webhook delivery attempts, by `result` (`delivered`, `retry`, `dead`).
+    pub const WEBHOOK_DELIVERIES: &str = "volley_webhook_deliveries_total";
+    /// HTTP requests answered, by `route` (the path template), `method` and `status`.
+    pub const HTTP_REQUESTS: &str = "volley_http_requests_total";
+    /// Time to answer an HTTP request (to its response head: streams and upgrades
+    /// count until they start), by `route`.
+    pub const HTTP_SECONDS: &str = "volley_http_request_seconds";
+}
+
+/// Middleware (after routing): counts every request by route, method and status, and
+/// times it. Errors are the 4xx and 5xx statuses of the counter.
+pub async fn track(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(names::HTTP_SECONDS, "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
 }
 
 pub async fn render() -> String {

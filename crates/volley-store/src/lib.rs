@@ -348,6 +348,122 @@ pub struct SetupToken {
     pub expires_at: Ms,
 }
 
+/// A webhook endpoint (docs/webhooks.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    /// The signing secret, `whsec_` + base64.
+    pub secret: String,
+    /// Space-separated event types, or `*`.
+    pub types: String,
+    pub description: String,
+    pub created_at: Ms,
+}
+
+/// How far the webhook dispatcher has read each log: the largest rowid dispatched of
+/// `events`, `showing_log` and `event_registrations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogCursors {
+    pub events: i64,
+    pub showings: i64,
+    pub registrations: i64,
+}
+
+/// A conversation log entry with its conversation, read by rowid (the outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    /// The entry's rowid.
+    pub position: i64,
+    pub conversation_id: String,
+    pub flow_id: String,
+    pub flow_version: i64,
+    pub contact_id: String,
+    pub external_id: Option<String>,
+    pub origin: Option<String>,
+    pub seq: i64,
+    pub kind: String,
+    pub at: Ms,
+    pub data: String,
+}
+
+/// A showing-log row read by rowid (the outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedShowing {
+    pub position: i64,
+    pub row: ShowingRow,
+    /// The row's viewer has an earlier row of the same kind in the same showing.
+    pub repeat: bool,
+}
+
+/// A registration read by rowid (the outbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedRegistration {
+    pub position: i64,
+    pub row: RegistrationRow,
+}
+
+/// Log rows after some [`LogCursors`], and the cursors they reach.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogPage {
+    pub events: Vec<FeedEvent>,
+    pub showings: Vec<FeedShowing>,
+    pub registrations: Vec<FeedRegistration>,
+    /// Past every row returned and every row of the kinds not asked for; below rows
+    /// not read yet.
+    pub upto: LogCursors,
+}
+
+/// A message to deliver to an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub endpoint_id: String,
+    pub message_id: String,
+    pub kind: String,
+    pub payload: String,
+    /// When it is first due (and created).
+    pub at: Ms,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub endpoint_id: String,
+    pub message_id: String,
+    pub kind: String,
+    pub payload: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub failures: i64,
+    pub next_at: Ms,
+    pub created_at: Ms,
+    pub updated_at: Ms,
+}
+
+/// One try of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub delivery_id: i64,
+    /// 1 for the first attempt.
+    pub n: i64,
+    pub at: Ms,
+    /// The HTTP status, when an answer came.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// The outcome of an attempt, written with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptOutcome {
+    pub attempt: AttemptRow,
+    /// The delivery's new status.
+    pub status: String,
+    pub failures: i64,
+    pub next_at: Ms,
+}
+
 /// Everything the server persists.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -511,6 +627,67 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the queues an agent serves (empty: every queue).
     async fn set_agent_queues(&self, user_id: &str, queues: Vec<String>) -> Result<()>;
 
+    // Webhooks (docs/webhooks.md).
+    /// A count that changes after every commit that may have added log rows
+    /// (conversation entries, showing-log rows, registrations): the webhook dispatcher
+    /// waits on it.
+    fn log_written(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Adds an endpoint. When it is the only one, the log cursors move to the ends of
+    /// the logs in the same transaction (nothing was being dispatched).
+    async fn create_webhook(&self, row: WebhookRow) -> Result<()>;
+    /// Every endpoint, oldest first.
+    async fn webhooks(&self) -> Result<Vec<WebhookRow>>;
+    /// Deletes an endpoint with its deliveries; `false` if there was none.
+    async fn delete_webhook(&self, id: &str) -> Result<bool>;
+    async fn log_cursors(&self) -> Result<LogCursors>;
+    /// Log rows after `after`, in rowid order, at most `limit` of each log: conversation
+    /// entries that are the first of their conversation or of `event_kinds`, showing-log
+    /// rows of `showing_kinds`, every registration. With `limit` 0, nothing is read and
+    /// `upto` is where the logs end.
+    async fn log_since(
+        &self,
+        after: LogCursors,
+        event_kinds: &[&str],
+        showing_kinds: &[&str],
+        limit: i64,
+    ) -> Result<LogPage>;
+    /// In one transaction: inserts the deliveries (skipping those already there or whose
+    /// endpoint is gone) and moves the cursors from `from` to `to`. `false` (and
+    /// nothing written) when the cursors are no longer at `from`.
+    async fn enqueue_deliveries(
+        &self,
+        from: LogCursors,
+        to: LogCursors,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<bool>;
+    /// Pending deliveries due at `now`, earliest first, at most `limit`.
+    async fn due_deliveries(&self, now: Ms, limit: i64) -> Result<Vec<DeliveryRow>>;
+    /// When the earliest pending delivery due after `now` is due.
+    async fn next_delivery_after(&self, now: Ms) -> Result<Option<Ms>>;
+    /// Records an attempt and the delivery's new state, if the delivery still has
+    /// `attempt.n - 1` attempts (else nothing is written: `false`).
+    async fn record_attempt(&self, outcome: AttemptOutcome) -> Result<bool>;
+    /// An endpoint's deliveries, newest first, of a status (all: `None`), with ids
+    /// below `before`; at most `limit`.
+    async fn deliveries(
+        &self,
+        endpoint_id: &str,
+        status: Option<&str>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>>;
+    async fn delivery(&self, endpoint_id: &str, id: i64) -> Result<Option<DeliveryRow>>;
+    /// Attempts of deliveries, in order.
+    async fn attempts(&self, delivery_ids: &[i64]) -> Result<Vec<AttemptRow>>;
+    /// Deliveries of an endpoint by status.
+    async fn delivery_counts(&self, endpoint_id: &str) -> Result<Vec<(String, i64)>>;
+    /// Queues a delivery again, due at `at`, with a fresh retry schedule; `false` if
+    /// there is no such delivery.
+    async fn replay_delivery(&self, endpoint_id: &str, id: i64, at: Ms) -> Result<bool>;
+    /// Deletes deliveries no longer pending (with their attempts) last changed before
+    /// `before`, oldest first, at most `limit`; returns how many.
+    async fn prune_deliveries(&self, before: Ms, limit: i64) -> Result<i64>;
+
     /// Waits for pending writes and closes the database.
     /// A flow's conversations with `no > after` (the insertion order), at most `limit`,
     /// with their `no`: pages of an export.
@@ -526,6 +703,11 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<IdempotentRow>>;
     /// Saves an answer (the first one saved wins) and forgets those older than `expire_before`.
     async fn save_idempotent(&self, row: IdempotentRow, expire_before: Ms) -> Result<()>;
+
+    /// Hand-offs requested in `from..to`, oldest first, at most `limit`.
+    async fn handoffs_between(&self, from: Ms, to: Ms, limit: i64) -> Result<Vec<HandoffRow>>;
+    /// Conversations started in `from..to`.
+    async fn conversations_started(&self, from: Ms, to: Ms) -> Result<i64>;
 
     // Premieres (showings being watched).
     /// Appends rows to showing logs (one transaction, batched with other writes).

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::*;
 
@@ -62,6 +62,8 @@ pub struct SqliteStore {
     read: SqlitePool,
     writes: mpsc::Sender<Job>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped by the writer after commits that may have added log rows.
+    log_written: watch::Receiver<u64>,
 }
 
 enum Write {
@@ -122,8 +124,35 @@ enum Write {
         by: String,
         at: Ms,
     },
+    CreateWebhook(WebhookRow),
+    DeleteWebhook(String),
+    Enqueue {
+        from: LogCursors,
+        to: LogCursors,
+        deliveries: Vec<NewDelivery>,
+    },
+    RecordAttempt(AttemptOutcome),
+    Replay {
+        endpoint_id: String,
+        id: i64,
+        at: Ms,
+    },
+    PruneDeliveries {
+        before: Ms,
+        limit: i64,
+    },
     /// Commit everything queued before this, then stop.
     Shutdown,
+}
+
+impl Write {
+    /// Whether it may add rows to a log the webhook dispatcher reads.
+    fn writes_log(&self) -> bool {
+        matches!(
+            self,
+            Write::Append(_) | Write::ShowingLog(_) | Write::Register(..)
+        )
+    }
 }
 
 enum Output {
@@ -257,11 +286,13 @@ impl SqliteStore {
             .connect_with(opts.clone().read_only(!memory))
             .await?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = tokio::spawn(writer_loop(write, rx));
+        let (log_tx, log_written) = watch::channel(0);
+        let writer = tokio::spawn(writer_loop(write, rx, log_tx));
         Ok(SqliteStore {
             read,
             writes: tx,
             writer: Mutex::new(Some(writer)),
+            log_written,
         })
     }
 
@@ -275,7 +306,11 @@ impl SqliteStore {
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+async fn writer_loop(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    log_written: watch::Sender<u64>,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut shutdown: Option<Job> = None;
     while shutdown.is_none() {
@@ -295,6 +330,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
         if jobs.is_empty() {
             continue;
         }
+        let writes_log = jobs.iter().any(|j| j.write.writes_log());
         match run_batch(&mut conn, &jobs).await {
             Ok(outputs) => {
                 for (job, out) in jobs.drain(..).zip(outputs) {
@@ -314,6 +350,9 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
                         .send(result.map(|mut o| o.pop().expect("one output")));
                 }
             }
+        }
+        if writes_log {
+            log_written.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
     rx.close();
@@ -902,6 +941,143 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             Ok(Output::Done)
         }
         Write::Shutdown => Ok(Output::Done),
+        Write::CreateWebhook(w) => {
+            sqlx::query(
+                "INSERT INTO webhook_endpoints (id, url, secret, types, description, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&w.id)
+            .bind(&w.url)
+            .bind(&w.secret)
+            .bind(&w.types)
+            .bind(&w.description)
+            .bind(w.created_at)
+            .execute(&mut *tx)
+            .await?;
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhook_endpoints")
+                .fetch_one(&mut *tx)
+                .await?;
+            if n == 1 {
+                // Nothing was being dispatched: start from the ends of the logs.
+                for (source, table) in LOG_SOURCES {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE webhook_cursors SET position = (SELECT COALESCE(MAX(rowid), 0) FROM {table})
+                         WHERE source = ?"
+                    )))
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            Ok(Output::Done)
+        }
+        Write::DeleteWebhook(id) => {
+            let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
+        Write::Enqueue {
+            from,
+            to,
+            deliveries,
+        } => {
+            if read_cursors(tx).await? != *from {
+                return Ok(Output::Deleted(false));
+            }
+            for chunk in shaped(deliveries) {
+                let values = multi_row("", 5, chunk.len());
+                let sql = format!(
+                    "INSERT INTO webhook_deliveries (endpoint_id, message_id, type, payload, status, attempts, failures, next_at, created_at, updated_at)
+                     SELECT v.column1, v.column2, v.column3, v.column4, 'pending', 0, 0, v.column5, v.column5, v.column5
+                     FROM (VALUES {}) AS v WHERE v.column1 IN (SELECT id FROM webhook_endpoints)
+                     ON CONFLICT (endpoint_id, message_id) DO NOTHING",
+                    values.trim_start()
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for d in chunk {
+                    q = q
+                        .bind(&d.endpoint_id)
+                        .bind(&d.message_id)
+                        .bind(&d.kind)
+                        .bind(&d.payload)
+                        .bind(d.at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let positions = [to.events, to.showings, to.registrations];
+            for ((source, _), position) in LOG_SOURCES.iter().zip(positions) {
+                sqlx::query("UPDATE webhook_cursors SET position = ? WHERE source = ?")
+                    .bind(position)
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Output::Deleted(true))
+        }
+        Write::RecordAttempt(o) => {
+            let a = &o.attempt;
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = ?, failures = ?, status = ?, next_at = ?, updated_at = ?
+                 WHERE id = ? AND attempts = ?",
+            )
+            .bind(a.n)
+            .bind(o.failures)
+            .bind(&o.status)
+            .bind(o.next_at)
+            .bind(a.at)
+            .bind(a.delivery_id)
+            .bind(a.n - 1)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Ok(Output::Deleted(false));
+            }
+            sqlx::query(
+                "INSERT INTO webhook_attempts (delivery_id, n, at, status, error, duration_ms)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(a.delivery_id)
+            .bind(a.n)
+            .bind(a.at)
+            .bind(a.status)
+            .bind(&a.error)
+            .bind(a.duration_ms)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Deleted(true))
+        }
+        Write::PruneDeliveries { before, limit } => {
+            // Oldest first by id: old deliveries are at the start of the table.
+            let done = sqlx::query(
+                "DELETE FROM webhook_deliveries WHERE id IN (
+                   SELECT id FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?
+                   ORDER BY id LIMIT ?)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Count(done.rows_affected() as i64))
+        }
+        Write::Replay {
+            endpoint_id,
+            id,
+            at,
+        } => {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'pending', failures = 0, next_at = ?, updated_at = ?
+                 WHERE id = ? AND endpoint_id = ?",
+            )
+            .bind(at)
+            .bind(at)
+            .bind(id)
+            .bind(endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
         Write::Idempotent(r, expire_before) => {
             sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
                 .bind(expire_before)
@@ -1177,6 +1353,75 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             .await?;
             Ok(Output::Done)
         }
+    }
+}
+
+/// The logs the webhook dispatcher reads: (cursor name, table), in [`LogCursors`] order.
+const LOG_SOURCES: [(&str, &str); 3] = [
+    ("events", "events"),
+    ("showing_log", "showing_log"),
+    ("event_registrations", "event_registrations"),
+];
+
+async fn read_cursors(conn: &mut SqliteConnection) -> Result<LogCursors> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT source, position FROM webhook_cursors")
+        .fetch_all(&mut *conn)
+        .await?;
+    let at = |name: &str| rows.iter().find(|(s, _)| s == name).map_or(0, |(_, p)| *p);
+    Ok(LogCursors {
+        events: at(LOG_SOURCES[0].0),
+        showings: at(LOG_SOURCES[1].0),
+        registrations: at(LOG_SOURCES[2].0),
+    })
+}
+
+/// `?, ?, …` for a list (a `0` stands for none: `x IN (0)` matches no text).
+fn placeholders(n: usize) -> String {
+    if n == 0 {
+        "0".into()
+    } else {
+        vec!["?"; n].join(", ")
+    }
+}
+
+/// Where a read of at most `limit` rows got to: its last row when it was full, else
+/// the end of the log as read before it.
+fn reached(last: Option<i64>, n: usize, limit: i64, end: i64) -> i64 {
+    match last {
+        Some(last) if n as i64 >= limit => last,
+        _ => end,
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, endpoint_id, message_id, type, payload, status, attempts, failures, next_at, created_at, updated_at";
+
+type DeliveryTuple = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+);
+
+fn delivery_row(t: DeliveryTuple) -> DeliveryRow {
+    DeliveryRow {
+        id: t.0,
+        endpoint_id: t.1,
+        message_id: t.2,
+        kind: t.3,
+        payload: t.4,
+        status: t.5,
+        attempts: t.6,
+        failures: t.7,
+        next_at: t.8,
+        created_at: t.9,
+        updated_at: t.10,
     }
 }
 
@@ -1928,6 +2173,30 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn handoffs_between(&self, from: Ms, to: Ms, limit: i64) -> Result<Vec<HandoffRow>> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE requested_at >= ? AND requested_at < ?
+             ORDER BY requested_at LIMIT ?"
+        );
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    async fn conversations_started(&self, from: Ms, to: Ms) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM conversations WHERE created_at >= ? AND created_at < ?",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n)
+    }
+
     async fn contact_handoffs(&self, contact_id: &str, limit: i64) -> Result<Vec<HandoffRow>> {
         let sql = format!(
             "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE contact_id = ? ORDER BY requested_at DESC LIMIT ?"
@@ -2160,6 +2429,345 @@ impl Store for SqliteStore {
         {
             Output::Count(n) => Ok(n),
             _ => unreachable!("a deletion of sessions answers Count"),
+        }
+    }
+
+    fn log_written(&self) -> watch::Receiver<u64> {
+        self.log_written.clone()
+    }
+
+    async fn create_webhook(&self, row: WebhookRow) -> Result<()> {
+        self.submit(Write::CreateWebhook(row)).await.map(|_| ())
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRow>> {
+        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT id, url, secret, types, description, created_at FROM webhook_endpoints
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WebhookRow {
+                id: r.0,
+                url: r.1,
+                secret: r.2,
+                types: r.3,
+                description: r.4,
+                created_at: r.5,
+            })
+            .collect())
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        match self.submit(Write::DeleteWebhook(id.into())).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("a deletion answers Deleted"),
+        }
+    }
+
+    async fn log_cursors(&self) -> Result<LogCursors> {
+        let mut conn = self.read.acquire().await?;
+        read_cursors(&mut conn).await
+    }
+
+    async fn log_since(
+        &self,
+        after: LogCursors,
+        event_kinds: &[&str],
+        showing_kinds: &[&str],
+        limit: i64,
+    ) -> Result<LogPage> {
+        // The ends first: every row up to them is committed (one writer, rowids in
+        // commit order), so reading up to them never skips a row committed later.
+        let ends: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM events),
+                    (SELECT COALESCE(MAX(rowid), 0) FROM showing_log),
+                    (SELECT COALESCE(MAX(rowid), 0) FROM event_registrations)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        type EventTuple = (
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            String,
+            i64,
+            String,
+        );
+        let sql = format!(
+            "SELECT e.rowid, c.id, c.flow_id, c.flow_version, c.contact_id, k.external_id, c.origin,
+                    e.seq, e.kind, e.at, e.data
+             FROM events e JOIN conversations c ON c.no = e.conversation
+             LEFT JOIN contacts k ON k.id = c.contact_id
+             WHERE e.rowid > ? AND e.rowid <= ? AND (e.seq = 1 OR e.kind IN ({}))
+             ORDER BY e.rowid LIMIT ?",
+            placeholders(event_kinds.len())
+        );
+        let mut q = sqlx::query_as::<_, EventTuple>(AssertSqlSafe(sql))
+            .bind(after.events)
+            .bind(ends.0);
+        for k in event_kinds {
+            q = q.bind(*k);
+        }
+        let events: Vec<FeedEvent> = q
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|r| FeedEvent {
+                position: r.0,
+                conversation_id: r.1,
+                flow_id: r.2,
+                flow_version: r.3,
+                contact_id: r.4,
+                external_id: r.5,
+                origin: r.6,
+                seq: r.7,
+                kind: r.8,
+                at: r.9,
+                data: r.10,
+            })
+            .collect();
+        // `repeat` looks the viewer's rows up by `showing_log_viewer` (the unary `+`
+        // keeps the planner off the primary key: a busy showing has many rows).
+        let sql = format!(
+            "SELECT s.rowid, s.showing_id, s.seq, s.kind, s.viewer_id, s.data, s.at,
+                    EXISTS (SELECT 1 FROM showing_log p WHERE p.viewer_id = s.viewer_id
+                            AND p.kind = s.kind AND +p.showing_id = s.showing_id AND +p.seq < s.seq)
+             FROM showing_log s
+             WHERE s.rowid > ? AND s.rowid <= ? AND s.kind IN ({})
+             ORDER BY s.rowid LIMIT ?",
+            placeholders(showing_kinds.len())
+        );
+        type ShowingFeedTuple = (i64, String, i64, String, Option<String>, String, i64, bool);
+        let mut q = sqlx::query_as::<_, ShowingFeedTuple>(AssertSqlSafe(sql))
+            .bind(after.showings)
+            .bind(ends.1);
+        for k in showing_kinds {
+            q = q.bind(*k);
+        }
+        let showings: Vec<FeedShowing> = q
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|r| FeedShowing {
+                position: r.0,
+                row: showing_row((r.1, r.2, r.3, r.4, r.5, r.6)),
+                repeat: r.7,
+            })
+            .collect();
+        type RegistrationFeedTuple = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            i64,
+        );
+        let rows: Vec<RegistrationFeedTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT rowid, {REGISTRATION_COLUMNS} FROM event_registrations
+             WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        )))
+        .bind(after.registrations)
+        .bind(ends.2)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let registrations: Vec<FeedRegistration> = rows
+            .into_iter()
+            .map(|r| FeedRegistration {
+                position: r.0,
+                row: registration_row((r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9)),
+            })
+            .collect();
+        let upto = LogCursors {
+            events: reached(
+                events.last().map(|e| e.position),
+                events.len(),
+                limit,
+                ends.0,
+            )
+            .max(after.events),
+            showings: reached(
+                showings.last().map(|e| e.position),
+                showings.len(),
+                limit,
+                ends.1,
+            )
+            .max(after.showings),
+            registrations: reached(
+                registrations.last().map(|e| e.position),
+                registrations.len(),
+                limit,
+                ends.2,
+            )
+            .max(after.registrations),
+        };
+        Ok(LogPage {
+            events,
+            showings,
+            registrations,
+            upto,
+        })
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        from: LogCursors,
+        to: LogCursors,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<bool> {
+        match self
+            .submit(Write::Enqueue {
+                from,
+                to,
+                deliveries,
+            })
+            .await?
+        {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("an enqueue answers whether it applied"),
+        }
+    }
+
+    async fn due_deliveries(&self, now: Ms, limit: i64) -> Result<Vec<DeliveryRow>> {
+        let rows: Vec<DeliveryTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+             WHERE status = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?"
+        )))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(delivery_row).collect())
+    }
+
+    async fn next_delivery_after(&self, now: Ms) -> Result<Option<Ms>> {
+        let (at,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending' AND next_at > ?",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(at)
+    }
+
+    async fn record_attempt(&self, outcome: AttemptOutcome) -> Result<bool> {
+        match self.submit(Write::RecordAttempt(outcome)).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("an attempt answers whether it applied"),
+        }
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint_id: &str,
+        status: Option<&str>,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>> {
+        let filter = if status.is_some() {
+            "AND status = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
+             WHERE endpoint_id = ? {filter} AND id < ? ORDER BY id DESC LIMIT ?"
+        );
+        let mut q = sqlx::query_as::<_, DeliveryTuple>(AssertSqlSafe(sql)).bind(endpoint_id);
+        if let Some(s) = status {
+            q = q.bind(s);
+        }
+        let rows = q.bind(before).bind(limit).fetch_all(&self.read).await?;
+        Ok(rows.into_iter().map(delivery_row).collect())
+    }
+
+    async fn delivery(&self, endpoint_id: &str, id: i64) -> Result<Option<DeliveryRow>> {
+        let row: Option<DeliveryTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ? AND endpoint_id = ?"
+        )))
+        .bind(id)
+        .bind(endpoint_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(delivery_row))
+    }
+
+    async fn attempts(&self, delivery_ids: &[i64]) -> Result<Vec<AttemptRow>> {
+        let mut out = Vec::new();
+        for chunk in delivery_ids.chunks(256) {
+            let sql = format!(
+                "SELECT delivery_id, n, at, status, error, duration_ms FROM webhook_attempts
+                 WHERE delivery_id IN ({}) ORDER BY delivery_id, n",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (i64, i64, i64, Option<i64>, Option<String>, i64)>(
+                AssertSqlSafe(sql),
+            );
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            out.extend(
+                q.fetch_all(&self.read)
+                    .await?
+                    .into_iter()
+                    .map(|r| AttemptRow {
+                        delivery_id: r.0,
+                        n: r.1,
+                        at: r.2,
+                        status: r.3,
+                        error: r.4,
+                        duration_ms: r.5,
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn delivery_counts(&self, endpoint_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) FROM webhook_deliveries WHERE endpoint_id = ?
+             GROUP BY status ORDER BY status",
+        )
+        .bind(endpoint_id)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn prune_deliveries(&self, before: Ms, limit: i64) -> Result<i64> {
+        match self
+            .submit(Write::PruneDeliveries { before, limit })
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            _ => unreachable!("pruning answers with a count"),
+        }
+    }
+
+    async fn replay_delivery(&self, endpoint_id: &str, id: i64, at: Ms) -> Result<bool> {
+        match self
+            .submit(Write::Replay {
+                endpoint_id: endpoint_id.into(),
+                id,
+                at,
+            })
+            .await?
+        {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("a replay answers whether it applied"),
         }
     }
 

@@ -480,8 +480,12 @@ impl RoomTask {
         } else {
             Vec::new()
         };
+        let name = match &sender.moderator {
+            Some((name, _)) => Some(name.clone()),
+            None => me.and_then(|v| v.name.clone()),
+        };
         json!({
-            "name": me.and_then(|v| v.name.clone()),
+            "name": name,
             "chat": chat,
             "pinned": s.pinned,
             "slow": s.slow,
@@ -640,8 +644,9 @@ impl RoomTask {
             v.last_post = now;
         }
         let pos = self.position(s, m);
+        let replay = self.replaying(s);
         let data = json!({"name": name, "text": text, "pos": pos,
-            "moderator": s.moderator.is_some(), "replay": s.replay});
+            "moderator": s.moderator.is_some(), "replay": replay});
         let seq = self.row(batch, "chat", Some(&s.viewer_id), data);
         let chat = Chat {
             id: format!("m{seq}"),
@@ -651,7 +656,7 @@ impl RoomTask {
             at: now,
             pos,
             moderator: s.moderator.is_some(),
-            replay: s.replay,
+            replay,
         };
         metrics::counter!(names::EVENT_CHAT).increment(1);
         let mut out = chat.json();
@@ -664,11 +669,17 @@ impl RoomTask {
         Ok(())
     }
 
+    /// Whether a viewer's messages are about their own position: they joined a replay,
+    /// or the showing they watched live has ended since.
+    fn replaying(&self, s: &Sender) -> bool {
+        s.replay || self.live_pos() >= ms(self.cx.event.media.duration)
+    }
+
     /// The position a message is about: live, the showing's; in a replay, the one the
     /// viewer reports (clamped to the media).
     fn position(&self, s: &Sender, m: &Value) -> i64 {
         let length = ms(self.cx.event.media.duration);
-        if s.replay {
+        if self.replaying(s) {
             m["pos"].as_i64().unwrap_or(0).clamp(0, length)
         } else {
             self.live_pos().min(length)
@@ -733,7 +744,7 @@ impl RoomTask {
             batch,
             "vote",
             Some(&s.viewer_id),
-            json!({"poll": id, "options": picked, "pos": pos, "replay": s.replay}),
+            json!({"poll": id, "options": picked, "pos": pos, "replay": self.replaying(s)}),
         );
         Ok(())
     }
@@ -755,17 +766,17 @@ impl RoomTask {
             batch,
             t,
             Some(&s.viewer_id),
-            json!({"offer": id, "pos": pos, "replay": s.replay}),
+            json!({"offer": id, "pos": pos, "replay": self.replaying(s)}),
         );
         Ok(())
     }
 
+    /// A Q&A window is open at the message's position (live: the live position; in a
+    /// replay: the viewer's own).
     fn qa_open(&self, s: &Sender, m: &Value) -> bool {
-        if s.replay {
-            return true;
-        }
         let pos = SignedDuration::from_millis(self.position(s, m));
-        self.live_pos() >= 0 && volley_events::active_at(&self.cx.event, pos).qa_open
+        (self.replaying(s) || self.live_pos() >= 0)
+            && volley_events::active_at(&self.cx.event, pos).qa_open
     }
 
     fn ask(&mut self, s: &Sender, m: &Value, batch: &mut Batch) -> Result<(), Refusal> {

@@ -639,6 +639,10 @@ enum Access {
     AgentSession,
     /// A console page: agents and admins; without a session it redirects to sign in.
     AgentPage,
+    /// An admin's console page: without a session it redirects to sign in.
+    AdminPage,
+    /// A console form only admins may post (no API key).
+    AdminSession,
 }
 
 impl Access {
@@ -654,6 +658,8 @@ impl Access {
             Access::Scope(_) => vec![P::Admin, P::KeyWith],
             Access::AgentSession => vec![P::Agent, P::Admin],
             Access::AgentPage => vec![P::None, P::Participant, P::Agent, P::Admin],
+            Access::AdminPage => vec![P::None, P::Participant, P::Admin],
+            Access::AdminSession => vec![P::Admin],
         }
     }
 
@@ -779,7 +785,23 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("PUT", "/api/canned/{id}", Access::Scope("admin")),
     ("DELETE", "/api/canned/{id}", Access::Scope("admin")),
     ("PUT", "/api/users/{id}/queues", Access::Scope("admin")),
+    ("GET", "/api/webhooks", Access::Scope("admin")),
+    ("POST", "/api/webhooks", Access::Scope("admin")),
+    ("DELETE", "/api/webhooks/{id}", Access::Scope("admin")),
+    (
+        "GET",
+        "/api/webhooks/{id}/deliveries",
+        Access::Scope("admin"),
+    ),
+    (
+        "POST",
+        "/api/webhooks/{id}/deliveries/{delivery}/replay",
+        Access::Scope("admin"),
+    ),
+    ("GET", "/console/webhooks", Access::AdminPage),
+    ("POST", "/console/webhooks/replay", Access::AdminSession),
     ("GET", "/metrics", Access::Public),
+    ("GET", "/api/analytics/handoffs", Access::Scope("admin")),
     ("GET", "/healthz", Access::Public),
     ("GET", "/readyz", Access::Public),
 ];
@@ -886,7 +908,8 @@ async fn every_route_lets_in_exactly_who_it_should() {
             let own = matches!(access, Access::Participant);
             let url = path
                 .replace("{flow}", "quick")
-                .replace("{id}", if own { &callers.participant.1 } else { "nope" });
+                .replace("{id}", if own { &callers.participant.1 } else { "nope" })
+                .replace("{delivery}", "1");
             let url = if url.ends_with("/events") {
                 format!("{url}?after=0")
             } else {

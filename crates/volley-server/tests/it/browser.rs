@@ -60,6 +60,17 @@ struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium, or returns `None` to skip.
     async fn launch() -> Option<Browser> {
+        Self::launch_with(&[]).await
+    }
+
+    /// A browser that plays media without a user gesture (the event page's video
+    /// starts muted at the live position, as for a viewer who clicked a link).
+    async fn launch_media() -> Option<Browser> {
+        Self::launch_with(&["--autoplay-policy=no-user-gesture-required"]).await
+    }
+
+    /// [`Browser::launch`] with extra Chromium flags.
+    async fn launch_with(extra: &[&str]) -> Option<Browser> {
         let required = std::env::var("VOLLEY_BROWSER_TESTS").is_ok_and(|v| v == "1");
         let driver_bin = find_program(&["chromedriver"]);
         let chrome_bin = find_program(&["chromium", "chromium-browser", "google-chrome"]);
@@ -84,16 +95,25 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let profile = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--lang=en-US".into(),
+            "--window-size=1100,900".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let caps = json!({
             "goog:chromeOptions": {
                 "binary": chrome_bin,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--lang=en-US",
-                    "--window-size=1100,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
+                "args": args,
             }
         });
         let mut builder =
@@ -1197,5 +1217,751 @@ async fn an_agent_and_a_participant_talk_live_then_the_participant_rates() {
 
     a.close().await;
     b.close().await;
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
+// The event page (docs/watching.md): a premiere watched by several viewers at once.
+
+/// The video of the demo event, copied next to the test events (links out of an
+/// event's directory are refused).
+fn demo_video() -> PathBuf {
+    examples_dir().join("events/media/launch.mp4")
+}
+
+/// An event file showing once at `start`, with the 90-second demo video.
+fn premiere_file(id: &str, start: jiff::Timestamp, more: &str) -> String {
+    format!(
+        "volley: 1\nevent: {id}\ntitle: Premiere {id}\n\
+         description: The launch, watched together.\n\
+         label: \"Premiere · pre-recorded\"\nreplay_label: \"Replay · pre-recorded\"\n\
+         media: {{ file: launch.mp4, duration: 90s }}\ntimezone: UTC\n\
+         schedule: {{ once: \"{start}\" }}\nreplay: {{ window: 1h }}\n{more}"
+    )
+}
+
+/// Offsets of the live premiere's cues (ms from the start of the video).
+const SAY_AT: f64 = 20_000.0;
+const POLL_AT: f64 = 22_000.0;
+const OFFER_AT: f64 = 24_000.0;
+const FLOW_AT: f64 = 26_000.0;
+
+/// Records, on the page, the player's position when each cue first shows.
+const RECORD_CUES: &str = "\
+    if (!window.__seen) {\
+      window.__seen = {};\
+      const cues = [['say', '#chat-log li.msg.host'], ['poll', '[data-poll=\"fav\"]'],\
+                    ['offer', '[data-offer=\"early-bird\"]'], ['flow', '#flows [data-flow=\"product-quiz\"]']];\
+      const record = () => {\
+        for (const [key, sel] of cues) {\
+          const e = document.querySelector(sel);\
+          if (e && !(key in window.__seen) && e.offsetParent !== null)\
+            window.__seen[key] = window.volleyEvent.position();\
+        }\
+      };\
+      new MutationObserver(record).observe(document.body,\
+        { subtree: true, childList: true, attributes: true, characterData: true });\
+      record();\
+    }\
+    return true;";
+
+/// The label over the player: shown, non-empty, inside the viewport, over the video
+/// and on top of it (what is at its centre is the label). Its text, or null.
+const LABEL_SHOWN: &str = "\
+    const l = document.getElementById('label'), v = document.getElementById('video');\
+    if (!l || !v) return null;\
+    document.getElementById('stage').scrollIntoView({ block: 'start' });\
+    const r = l.getBoundingClientRect(), vr = v.getBoundingClientRect(), s = getComputedStyle(l);\
+    const text = l.innerText.trim();\
+    if (!text || l.hidden || s.display === 'none' || s.visibility !== 'visible' || Number(s.opacity) < 0.95\
+        || r.width < 1 || r.height < 1) return null;\
+    const inside = r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight;\
+    const overVideo = r.left >= vr.left && r.right <= vr.right && r.top >= vr.top && r.bottom <= vr.bottom;\
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);\
+    return inside && overVideo && hit && (hit === l || l.contains(hit)) ? text : null;";
+
+impl Browser {
+    /// The page's phase (`window.volleyEvent.phase()`), once it is `phase`.
+    async fn event_phase(&self, phase: &str) {
+        self.page_wait(
+            &format!("the event page in phase {phase:?}"),
+            "return window.volleyEvent && window.volleyEvent.phase() === arguments[0] || null;",
+            vec![json!(phase)],
+        )
+        .await;
+    }
+
+    /// How far the player is from the live position (ms; positive: ahead), measured in
+    /// one go on the page: `video.currentTime − (server_now − starts_at)`.
+    async fn live_lag(&self) -> f64 {
+        self.client
+            .execute(
+                "const v = window.volleyEvent;\
+                 return document.getElementById('video').currentTime * 1000 - (v.serverNow() - v.startsAt());",
+                vec![],
+            )
+            .await
+            .expect("script runs")
+            .as_f64()
+            .expect("a number")
+    }
+
+    /// Waits until the player plays within `ms` of live.
+    async fn near_live(&self, what: &str, ms: f64) {
+        self.page_wait(
+            what,
+            "const v = window.volleyEvent, video = document.getElementById('video');\
+             if (!v || v.phase() !== 'live' || video.paused || video.seeking || video.readyState < 3) return null;\
+             const lag = video.currentTime * 1000 - (v.serverNow() - v.startsAt());\
+             return Math.abs(lag) < arguments[0] || null;",
+            vec![json!(ms)],
+        )
+        .await;
+    }
+
+    /// The label's text once it is shown over the player (see [`LABEL_SHOWN`]).
+    async fn label_shown(&self, phase: &str) -> String {
+        let v = self
+            .page_wait(
+                &format!("the label shown over the player ({phase})"),
+                LABEL_SHOWN,
+                vec![],
+            )
+            .await;
+        v.as_str().unwrap().to_string()
+    }
+
+    /// Sends a chat message as a viewer does (the first one asks for a name).
+    async fn chat(&self, name: Option<&str>, text: &str) {
+        let enter = char::from(Key::Enter);
+        let input = self.page_control("the chat box", "#chat-text").await;
+        input.send_keys(&format!("{text}{enter}")).await.unwrap();
+        if let Some(name) = name {
+            let field = self.page_control("the name prompt", "#chat-name").await;
+            field.send_keys(&format!("{name}{enter}")).await.unwrap();
+        }
+        self.page_wait(
+            "the chat box cleared after sending",
+            "return document.getElementById('chat-text').value === '' || null;",
+            vec![],
+        )
+        .await;
+    }
+
+    /// The id of the chat message whose text is `text`, once it is shown.
+    async fn message_id(&self, text: &str) -> String {
+        let v = self
+            .page_wait(
+                &format!("the chat message {text:?}"),
+                "const li = [...document.querySelectorAll('#chat-log li.msg')]\
+                   .find(li => li.querySelector('.msg-text') && li.querySelector('.msg-text').innerText === arguments[0]);\
+                 return li && li.offsetParent !== null ? li.dataset.id : null;",
+                vec![json!(text)],
+            )
+            .await;
+        v.as_str().expect("a message id").to_string()
+    }
+
+    /// Waits until no message with this id is in the chat.
+    async fn message_gone(&self, id: &str) {
+        self.page_wait(
+            &format!("the message {id} gone"),
+            "return !document.querySelector('#chat-log li.msg[data-id=\"' + CSS.escape(arguments[0]) + '\"]') || null;",
+            vec![json!(id)],
+        )
+        .await;
+    }
+
+    /// Where the player was when a cue (`say`, `poll`, `offer`) first showed.
+    async fn cue_seen_at(&self, cue: &str) -> f64 {
+        self.page_wait(
+            &format!("the {cue} cue"),
+            "return window.__seen && arguments[0] in window.__seen ? window.__seen[arguments[0]] : null;",
+            vec![json!(cue)],
+        )
+        .await
+        .as_f64()
+        .unwrap()
+    }
+
+    async fn save_screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(artifacts_dir().join(name), png).unwrap();
+    }
+}
+
+/// Two viewers (separate browsers, the second joining two seconds later) and a
+/// moderator watch a live premiere: the same position within 250 ms, each other's chat,
+/// the host message, poll, offer and flow at their offsets, a vote's results, Q&A with a
+/// live answer, a deleted message gone everywhere, the label over the player (live,
+/// lobby, replay), no seeking ahead of live, *behind live* and back; then registration
+/// in the lobby of the next showing at 320 px, and a replay where a message follows
+/// the player's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
+    use crate::support::{PASSWORD, create_user};
+
+    let _one = BROWSER_LOCK.lock().await;
+    let Some(a) = Browser::launch_media().await else {
+        return;
+    };
+    let Some(b) = Browser::launch_media().await else {
+        a.close().await;
+        return;
+    };
+    let Some(m) = Browser::launch_media().await else {
+        a.close().await;
+        b.close().await;
+        return;
+    };
+
+    // Three events: one live for 5 s, one over and in its replay, one in two hours.
+    let site = tempfile::tempdir().unwrap();
+    std::fs::copy(demo_video(), site.path().join("launch.mp4")).unwrap();
+    std::fs::copy(
+        examples_dir().join("product-quiz.yaml"),
+        site.path().join("product-quiz.yaml"),
+    )
+    .unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let at = |s: i64| jiff::Timestamp::from_second(now + s).unwrap();
+    let timeline = format!(
+        "timeline:\n\
+         \x20 - {{ at: {}s, say: \"Welcome, **everyone**!\" }}\n\
+         \x20 - at: {}s\n\
+         \x20   poll: {{ id: fav, question: Which feature?, options: [Dashboards, Exports, Alerts], \
+                      close_at: 80s, results_at: {}s }}\n\
+         \x20 - {{ at: {}s, offer: {{ id: early-bird, text: Early-bird price, url: \"https://example.com/buy\", until: 85s }} }}\n\
+         \x20 - {{ at: {}s, flow: product-quiz }}\n\
+         \x20 - {{ at: {}s, qa: {{ until: 88s }} }}\n",
+        SAY_AT / 1000.0,
+        POLL_AT / 1000.0,
+        POLL_AT / 1000.0,
+        OFFER_AT / 1000.0,
+        FLOW_AT / 1000.0,
+        SAY_AT / 1000.0
+    );
+    for (id, start, more) in [
+        ("live-premiere", at(-5), timeline.as_str()),
+        ("past-premiere", at(-150), ""),
+        (
+            "next-premiere",
+            at(2 * 3600),
+            "registration: { fields: [name, email, company] }\nreminders: [1h, 5m]\n",
+        ),
+    ] {
+        std::fs::write(
+            site.path().join(format!("{id}.yaml")),
+            premiere_file(id, start, more),
+        )
+        .unwrap();
+    }
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut cfg = config(dir.path());
+    cfg.flows = Some(site.path().to_path_buf());
+    cfg.pacing = false;
+    let server = TestServer::start_with(dir, cfg).await;
+    let page = server.http("/events/live-premiere");
+
+    // Viewer A joins, then viewer B at least two seconds later.
+    a.client.goto(&page).await.unwrap();
+    a.page_wait("the recorder", RECORD_CUES, vec![]).await;
+    a.event_phase("live").await;
+    let a_joined = a
+        .page_wait(
+            "A's page clock",
+            "return window.volleyEvent.offset() !== null ? window.volleyEvent.serverNow() : null;",
+            vec![],
+        )
+        .await
+        .as_f64()
+        .unwrap();
+    a.page_wait(
+        "two seconds after A joined",
+        "return window.volleyEvent.serverNow() - arguments[0] >= 2000 || null;",
+        vec![json!(a_joined)],
+    )
+    .await;
+    b.client.goto(&page).await.unwrap();
+    b.page_wait("the recorder", RECORD_CUES, vec![]).await;
+    b.event_phase("live").await;
+    let b_start = b
+        .page_wait(
+            "B's first position",
+            "return window.volleyEvent.position() > 0 ? window.volleyEvent.position() : null;",
+            vec![],
+        )
+        .await
+        .as_f64()
+        .unwrap();
+    assert!(
+        b_start < SAY_AT - 1000.0,
+        "B joined at {b_start} ms, too late to see the cues arrive (a slow machine?)"
+    );
+
+    // Both play the same position: each page's player is within 250 ms of the live
+    // position its clock gives, and the two pages within 250 ms of each other.
+    a.near_live("A in sync", 100.0).await;
+    b.near_live("B in sync", 100.0).await;
+    let mut lags = Vec::new();
+    for _ in 0..10 {
+        let (la, lb) = (a.live_lag().await, b.live_lag().await);
+        lags.push((la, lb));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    eprintln!("sync samples (ms from live: A, B): {lags:.1?}");
+    for (la, lb) in &lags {
+        assert!(
+            la.abs() < 250.0 && lb.abs() < 250.0 && (la - lb).abs() < 250.0,
+            "out of sync (ms from live, A and B): {lags:?}"
+        );
+    }
+    // Their clocks are the server's (same machine: the wall clock), from pongs.
+    for (who, p) in [("A", &a), ("B", &b)] {
+        let skew = p
+            .client
+            .execute(
+                "const v = window.volleyEvent; return v.offset() === null ? null : v.serverNow() - Date.now();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let skew = skew
+            .as_f64()
+            .unwrap_or_else(|| panic!("{who}: no clock offset"));
+        assert!(
+            skew.abs() < 100.0,
+            "{who}'s server clock is off by {skew} ms"
+        );
+    }
+
+    // Chat: each sees the other's message (names asked before the first message).
+    a.chat(Some("Ana"), "Hello from A").await;
+    b.chat(Some("Bo"), "Hi A, B here").await;
+    let from_a = b.message_id("Hello from A").await;
+    assert_eq!(a.message_id("Hello from A").await, from_a);
+    let from_b = a.message_id("Hi A, B here").await;
+    let names = a
+        .page_wait(
+            "the names in the chat",
+            "const n = id => { const li = document.querySelector('#chat-log li.msg[data-id=\"' + CSS.escape(id) + '\"]');\
+               return li ? li.querySelector('.who').innerText : null; };\
+             return n(arguments[0]) && n(arguments[1]) ? [n(arguments[0]), n(arguments[1])] : null;",
+            vec![json!(from_a), json!(from_b)],
+        )
+        .await;
+    assert_eq!(names, json!(["Ana", "Bo"]));
+
+    // A moderator, signed in to the console in their browser, deletes A's message: it
+    // disappears for both viewers.
+    let (_, link) = create_user(&server, "mod@example.com", "moderator").await;
+    m.client.goto(&server.http(&link)).await.unwrap();
+    m.page_at("/console/setup").await;
+    for field in ["password", "confirm"] {
+        m.page_control(&format!("the {field} field"), &format!("#{field}"))
+            .await
+            .send_keys(PASSWORD)
+            .await
+            .unwrap();
+    }
+    m.page_control("the set-password button", "button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    m.page_wait(
+        "signed in",
+        "return location.pathname !== '/console/setup' || null;",
+        vec![],
+    )
+    .await;
+    m.client.goto(&page).await.unwrap();
+    m.page_wait(
+        "the moderator tools",
+        "return document.body.classList.contains('is-moderator')\
+           && !document.getElementById('mod-bar').hidden || null;",
+        vec![],
+    )
+    .await;
+    m.message_id("Hello from A").await;
+    let delete = m
+        .page_wait(
+            "the delete button on A's message",
+            "const li = document.querySelector('#chat-log li.msg[data-id=\"' + CSS.escape(arguments[0]) + '\"]');\
+             const b = li && li.querySelector('button[data-action=delete]');\
+             return b && b.offsetParent !== null ? b : null;",
+            vec![json!(from_a)],
+        )
+        .await;
+    Element::from_element_id(m.client.clone(), element_ref(&delete))
+        .click()
+        .await
+        .unwrap();
+    m.message_gone(&from_a).await;
+    a.message_gone(&from_a).await;
+    b.message_gone(&from_a).await;
+    // B's message stays, and viewers have no moderator tools.
+    b.message_id("Hi A, B here").await;
+    let tools = a
+        .client
+        .execute(
+            "return [document.body.classList.contains('is-moderator'),\
+                     document.querySelectorAll('#chat-log button[data-action=delete]').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tools, json!([false, 0]));
+
+    // The host message, the poll and the offer show at their offsets, on both pages,
+    // by each player's own position.
+    for (who, p) in [("A", &a), ("B", &b)] {
+        for (cue, at) in [
+            ("say", SAY_AT),
+            ("poll", POLL_AT),
+            ("offer", OFFER_AT),
+            ("flow", FLOW_AT),
+        ] {
+            let seen = p.cue_seen_at(cue).await;
+            assert!(
+                seen >= at - 50.0 && seen <= at + 1000.0,
+                "{who} showed the {cue} at {seen} ms, not at {at} ms"
+            );
+        }
+    }
+    // The flow cue opened the flow in the chat widget, inside the page (its CSP lets
+    // the widget run, style itself and connect).
+    let greeting = a
+        .page_wait(
+            "the product quiz in the page's chat widget",
+            "const w = document.querySelector('#flows [data-flow=\"product-quiz\"] volley-chat');\
+             const log = w && w.shadowRoot && w.shadowRoot.querySelector('.log');\
+             return log && log.innerText.includes(\"machine finder\")\
+               && getComputedStyle(log).overflowY === 'auto' ? log.innerText : null;",
+            vec![],
+        )
+        .await;
+    assert!(greeting.as_str().unwrap().contains("I'm Bea"), "{greeting}");
+    let host = b
+        .page_wait(
+            "the host message",
+            "const h = document.querySelector('#chat-log li.msg.host');\
+             return h ? [h.innerText.includes('Welcome, everyone!'), h.querySelectorAll('strong').length] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(host, json!([true, 1]));
+    let offer = a
+        .page_wait(
+            "the offer link",
+            "const l = document.querySelector('[data-offer=\"early-bird\"] a');\
+             return l ? [l.getAttribute('href'), l.target, l.rel, l.innerText] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(offer[0], json!("https://example.com/buy"));
+    assert_eq!(offer[1], json!("_blank"));
+    assert!(offer[2].as_str().unwrap().contains("noopener"), "{offer}");
+    assert!(
+        offer[3].as_str().unwrap().contains("Early-bird price"),
+        "{offer}"
+    );
+
+    // A votes; both see the results (shown from the poll's start).
+    let exports = a
+        .page_control(
+            "the Exports option",
+            "[data-poll=\"fav\"] input[type=radio][value=\"1\"]",
+        )
+        .await;
+    exports.click().await.unwrap();
+    a.page_control("the vote button", "[data-poll=\"fav\"] .poll-form button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    a.page_wait(
+        "A's vote recorded",
+        "return document.querySelector('[data-poll=\"fav\"] .status').innerText.includes('You voted: Exports') || null;",
+        vec![],
+    )
+    .await;
+    for p in [&a, &b] {
+        let results = p
+            .page_wait(
+                "the poll results with one vote",
+                "const r = document.querySelector('[data-poll=\"fav\"] .results');\
+                 if (!r || r.hidden) return null;\
+                 const counts = [...r.querySelectorAll('.result')].map(x => x.querySelector('.result-count').innerText);\
+                 return counts.length === 3 && counts[1].startsWith('1 vote') ? counts : null;",
+                vec![],
+            )
+            .await;
+        assert!(
+            results[0].as_str().unwrap().starts_with("0 votes"),
+            "{results}"
+        );
+    }
+
+    // Q&A: A asks, B upvotes, the moderator answers live: pinned for everyone.
+    a.page_control("the Q&A tab", "#tab-qa")
+        .await
+        .click()
+        .await
+        .unwrap();
+    a.page_control("the question box", "#qa-text")
+        .await
+        .send_keys(&format!("When does it ship?{}", char::from(Key::Enter)))
+        .await
+        .unwrap();
+    const QUESTION: &str = "const q = [...document.querySelectorAll('#qa-list li.question')]\
+          .find(q => q.querySelector('.q-text') && q.querySelector('.q-text').innerText === 'When does it ship?');";
+    let asked = a
+        .page_wait(
+            "A's question listed",
+            &format!("{QUESTION} return q ? q.dataset.id : null;"),
+            vec![],
+        )
+        .await;
+    for p in [&b, &m] {
+        p.page_control("the Q&A tab", "#tab-qa")
+            .await
+            .click()
+            .await
+            .unwrap();
+    }
+    let upvote = b
+        .page_wait(
+            "the upvote button on A's question",
+            &format!(
+                "{QUESTION} const u = q && q.querySelector('button.act-upvote');\
+                 return u && !u.disabled && u.offsetParent !== null ? u : null;"
+            ),
+            vec![],
+        )
+        .await;
+    Element::from_element_id(b.client.clone(), element_ref(&upvote))
+        .click()
+        .await
+        .unwrap();
+    for p in [&a, &m] {
+        p.page_wait(
+            "one upvote on A's question",
+            &format!("{QUESTION} return q && q.querySelector('button.act-upvote').innerText.includes('1') || null;"),
+            vec![],
+        )
+        .await;
+    }
+    let answer = m
+        .page_wait(
+            "the answer button",
+            &format!("{QUESTION} const x = q && q.querySelector('button.act-answer'); return x && x.offsetParent !== null ? x : null;"),
+            vec![],
+        )
+        .await;
+    Element::from_element_id(m.client.clone(), element_ref(&answer))
+        .click()
+        .await
+        .unwrap();
+    m.page_control("the answer box", ".answer-form textarea")
+        .await
+        .send_keys("In March")
+        .await
+        .unwrap();
+    m.page_control("the send-answer button", ".answer-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    for p in [&a, &b] {
+        let shown = p
+            .page_wait(
+                "the answer, pinned and in the list",
+                &format!(
+                    "{QUESTION} const pin = document.getElementById('pinned');\
+                     const a = q && q.querySelector('.q-answer');\
+                     return a && !pin.hidden ? [pin.innerText, a.innerText] : null;"
+                ),
+                vec![],
+            )
+            .await;
+        let pin = shown[0].as_str().unwrap();
+        assert!(
+            pin.contains("Q: When does it ship?") && pin.contains("A: In March"),
+            "{shown}"
+        );
+        assert_eq!(shown[1], json!("Answer: In March"));
+    }
+    assert_eq!(asked.as_str().map(|id| id.starts_with('q')), Some(true));
+
+    // The label is over the player while live, on every page.
+    for p in [&a, &b, &m] {
+        assert_eq!(p.label_shown("live").await, "Premiere · pre-recorded");
+    }
+    a.save_screenshot("event-live.png").await;
+    m.save_screenshot("event-live-moderator.png").await;
+
+    // Nobody is ahead of live: a seek past it comes back.
+    a.client
+        .execute(
+            "const v = document.getElementById('video'); v.currentTime = v.currentTime + 20;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    a.near_live("A back at live after seeking ahead", 500.0)
+        .await;
+    // Pausing puts A behind live, with a way back.
+    a.page_control("the pause button", "#play[aria-label=Pause]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    a.page_wait(
+        "'You are behind live'",
+        "const b = document.getElementById('behind');\
+         return !b.hidden && b.offsetParent !== null && b.innerText.includes('You are behind live') || null;",
+        vec![],
+    )
+    .await;
+    a.page_control("the Go live button", "#go-live")
+        .await
+        .click()
+        .await
+        .unwrap();
+    a.near_live("A live again", 100.0).await;
+    assert!(a.live_lag().await.abs() < 250.0);
+
+    // The lobby of the next showing: the label, a countdown, the registration form;
+    // nothing is wider than a 320 px screen.
+    a.client
+        .goto(&server.http("/events/next-premiere"))
+        .await
+        .unwrap();
+    a.event_phase("lobby").await;
+    assert_eq!(a.label_shown("lobby").await, "Premiere · pre-recorded");
+    let countdown = a
+        .page_wait(
+            "the countdown",
+            "const c = document.getElementById('countdown');\
+             return c.offsetParent !== null && /^\\d\\d?:\\d\\d:\\d\\d$/.test(c.innerText.trim()) ? c.innerText : null;",
+            vec![],
+        )
+        .await;
+    assert!(
+        countdown.as_str().unwrap().starts_with("01:59")
+            || countdown.as_str().unwrap().starts_with("02:00"),
+        "{countdown}"
+    );
+    a.page_wait(
+        "the registration form",
+        "const f = document.getElementById('register');\
+         return f.offsetParent !== null && document.getElementById('reg-company') ? true : null;",
+        vec![],
+    )
+    .await;
+    for (field, value) in [
+        ("#reg-name", "Ana"),
+        ("#reg-email", "ana@example.com"),
+        ("#reg-company", "Acme"),
+    ] {
+        a.page_control(field, field)
+            .await
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    a.page_control("the register button", "#register-form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let done = a
+        .page_wait(
+            "the registration confirmed",
+            "const d = document.getElementById('register-done');\
+             return !d.hidden && d.offsetParent !== null\
+               ? [d.querySelector('.done-title').innerText, d.querySelectorAll('li').length] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        done,
+        json!(["You are registered, Ana.", 2]),
+        "the 1h and 5m reminders"
+    );
+    let listing: Value = crate::support::http()
+        .get(server.http("/api/events/next-premiere"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = listing["next"]["id"].as_str().unwrap();
+    assert_eq!(
+        server.running.app.store.registrations(next).await.unwrap(),
+        1
+    );
+    a.client.set_window_size(320, 700).await.unwrap();
+    assert_eq!(
+        a.label_shown("lobby at 320 px").await,
+        "Premiere · pre-recorded"
+    );
+    let widths = a
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "horizontal overflow at 320 px: {widths}"
+    );
+    a.save_screenshot("event-lobby-320px.png").await;
+
+    // The replay of a past showing: its own label, and seeking anywhere is allowed.
+    b.client
+        .goto(&server.http("/events/past-premiere"))
+        .await
+        .unwrap();
+    b.event_phase("replay").await;
+    assert_eq!(b.label_shown("replay").await, "Replay · pre-recorded");
+    b.client
+        .execute(
+            "const s = document.getElementById('seek'); s.value = '60';\
+             s.dispatchEvent(new Event('change', { bubbles: true }));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.page_wait(
+        "the replay at 1:00",
+        "const p = window.volleyEvent.position(); return p >= 59500 && p < 61500 || null;",
+        vec![],
+    )
+    .await;
+    assert_eq!(b.label_shown("replay").await, "Replay · pre-recorded");
+    // A message posted in the replay is at the poster's position: it comes and goes
+    // with the player's own position.
+    b.chat(Some("Bo"), "Posted at one minute").await;
+    let late = b.message_id("Posted at one minute").await;
+    let seek = |to: &str| {
+        format!(
+            "const s = document.getElementById('seek'); s.value = '{to}';\
+             s.dispatchEvent(new Event('change', {{ bubbles: true }})); return true;"
+        )
+    };
+    b.client.execute(&seek("30"), vec![]).await.unwrap();
+    b.message_gone(&late).await;
+    b.client.execute(&seek("61"), vec![]).await.unwrap();
+    assert_eq!(b.message_id("Posted at one minute").await, late);
+    b.save_screenshot("event-replay.png").await;
+
+    a.close().await;
+    b.close().await;
+    m.close().await;
     server.stop().await;
 }

@@ -425,3 +425,40 @@ async fn server_sent_events_end_when_the_server_shuts_down() {
         stopping.elapsed()
     );
 }
+
+#[tokio::test]
+async fn requests_are_counted_and_timed_by_route_and_status() {
+    let server = TestServer::start().await;
+    let (status, _) = api(&server, "GET", "/api/flows/quick", Value::Null).await;
+    assert_eq!(status, 200);
+    let (status, _) = api(&server, "GET", "/api/flows/no-such-flow", Value::Null).await;
+    assert_eq!(status, 404);
+    let text = http()
+        .get(server.http("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The recorder is shared by the tests of this process: counts are at least ours.
+    let count = |status: &str| -> u64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("volley_http_requests_total{")
+                    && l.contains("route=\"/api/flows/{id}\"")
+                    && l.contains("method=\"GET\"")
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("200") >= 1 && count("404") >= 1, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("volley_http_request_seconds_bucket{")
+                && l.contains("route=\"/api/flows/{id}\"")),
+        "{text}"
+    );
+    server.stop().await;
+}

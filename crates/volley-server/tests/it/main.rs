@@ -1,6 +1,7 @@
 //! Server integration tests: a real server, a real SQLite file, real clients.
 
 mod abuse;
+mod analytics;
 mod auth;
 mod browser;
 mod campaigns;
@@ -14,4 +15,5 @@ mod outbound;
 mod premieres;
 mod scheduling;
 mod support;
+mod webhooks;
 mod websocket;

@@ -184,6 +184,9 @@ async fn viewers_share_one_chat_that_moderators_keep_civil() {
         "<p>Hello <strong>everyone</strong></p>"
     );
     assert_eq!(h["event"]["timeline"][2]["options"], json!(["A", "B", "C"]));
+    // The listing names the live showing (to join it by id).
+    let (_, detail) = api(&server, "GET", "/api/events/talk", Value::Null).await;
+    assert_eq!(detail["occurrences"][0]["id"], SHOWING, "{detail}");
     let mut b = Viewer::join(&server, &format!("showing={SHOWING}"), None).await;
     assert_eq!(b.hello["showing"]["id"], SHOWING);
     assert_ne!(a.id(), b.id());
@@ -876,6 +879,12 @@ async fn a_replay_brings_back_the_chat_at_its_offsets_and_labels_itself() {
     clock.advance(Duration::from_secs(30));
     a.accepted(json!({"t": "chat", "text": "at forty-five"}))
         .await;
+    clock.set("2026-12-10T19:30:00Z".parse().unwrap()); // over; replay for a day
+    // A viewer who watched live and stays after the end is replaying from then on.
+    a.accepted(json!({"t": "chat", "text": "stayed", "pos": 50_000}))
+        .await;
+    let m = a.until("chat", |c| c["text"] == "stayed").await;
+    assert_eq!((&m["pos"], &m["replay"]), (&json!(50_000), &json!(true)));
     drop(a);
 
     clock.set("2026-12-10T19:30:00Z".parse().unwrap()); // over; replay for a day
@@ -890,7 +899,14 @@ async fn a_replay_brings_back_the_chat_at_its_offsets_and_labels_itself() {
         .iter()
         .map(|c| (c["text"].as_str().unwrap(), c["pos"].as_i64().unwrap()))
         .collect();
-    assert_eq!(chat, [("at fifteen", 15_000), ("at forty-five", 45_000)]);
+    assert_eq!(
+        chat,
+        [
+            ("at fifteen", 15_000),
+            ("at forty-five", 45_000),
+            ("stayed", 50_000)
+        ]
+    );
     assert_eq!(
         r.hello["polls"][0]["id"], "fav",
         "replays show poll results"
@@ -902,6 +918,14 @@ async fn a_replay_brings_back_the_chat_at_its_offsets_and_labels_itself() {
     let m = r.until("chat", |_| true).await;
     assert_eq!((&m["pos"], &m["replay"]), (&json!(20_000), &json!(true)));
     r.accepted(json!({"t": "vote", "poll": "fav", "options": [0], "pos": 35_000}))
+        .await;
+    // Questions in a replay: only inside a Q&A window at the viewer's own position.
+    r.refused(
+        json!({"t": "ask", "text": "before the window?", "pos": 10_000}),
+        "closed",
+    )
+    .await;
+    r.accepted(json!({"t": "ask", "text": "inside the window?", "pos": 30_000}))
         .await;
 
     // The page: the label in the markup; unknown events and showings are refused.

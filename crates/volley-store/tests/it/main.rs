@@ -449,3 +449,177 @@ async fn a_backup_taken_while_writing_is_consistent_and_checked() {
     assert!(!dir.path().join("x.db").exists());
     store.close().await;
 }
+
+fn delivery(endpoint: &str, message: &str, at: i64) -> NewDelivery {
+    NewDelivery {
+        endpoint_id: endpoint.into(),
+        message_id: message.into(),
+        kind: "goal.reached".into(),
+        payload: "{}".into(),
+        at,
+    }
+}
+
+#[tokio::test]
+async fn the_logs_are_read_as_an_outbox_behind_cursors_moved_with_the_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    contact(&store, "c").await;
+    // Logged before any endpoint: not dispatched (the first endpoint starts at the end).
+    store
+        .append(start("old", "c", vec![event("enter", None)]))
+        .await
+        .unwrap();
+    let endpoint = |id: &str| WebhookRow {
+        id: id.into(),
+        url: "https://example.com/hook".into(),
+        secret: "whsec_AAAA".into(),
+        types: "*".into(),
+        description: String::new(),
+        created_at: 1,
+    };
+    store.create_webhook(endpoint("wh_a")).await.unwrap();
+    let from = store.log_cursors().await.unwrap();
+    assert!(from.events > 0);
+    let mut written = store.log_written();
+    written.borrow_and_update();
+    store
+        .append(start(
+            "new",
+            "c",
+            vec![
+                event("enter", None),
+                event("message", None),
+                event("goal", None),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert!(written.has_changed().unwrap(), "a log commit is signalled");
+
+    // The first entry of a conversation and the kinds asked for, in order; a full page
+    // stops at its last row, a short one at the end of the log.
+    let page = store.log_since(from, &["goal"], &[], 1).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(
+        (page.events[0].seq, page.events[0].conversation_id.as_str()),
+        (1, "new")
+    );
+    assert_eq!(page.upto.events, page.events[0].position);
+    let page = store.log_since(from, &["goal"], &[], 10).await.unwrap();
+    let seqs: Vec<i64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 3]);
+    assert_eq!(page.upto.events, page.events[1].position);
+    assert_eq!(
+        store
+            .log_since(page.upto, &["goal"], &[], 10)
+            .await
+            .unwrap()
+            .upto,
+        page.upto,
+        "nothing after the end"
+    );
+
+    // Deliveries go in with the cursors' move, once; a stale move changes nothing.
+    let batch = vec![delivery("wh_a", "m1", 5), delivery("wh_gone", "m1", 5)];
+    assert!(
+        store
+            .enqueue_deliveries(from, page.upto, batch.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enqueue_deliveries(from, page.upto, batch)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.log_cursors().await.unwrap(), page.upto);
+    let due = store.due_deliveries(5, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "only endpoints that exist get deliveries");
+    assert_eq!(store.next_delivery_after(5).await.unwrap(), None);
+
+    // An attempt is recorded once (by the attempt count it expects).
+    let d = &due[0];
+    let outcome = AttemptOutcome {
+        attempt: AttemptRow {
+            delivery_id: d.id,
+            n: 1,
+            at: 5,
+            status: Some(500),
+            error: Some("HTTP 500".into()),
+            duration_ms: 3,
+        },
+        status: "pending".into(),
+        failures: 1,
+        next_at: 10,
+    };
+    assert!(store.record_attempt(outcome.clone()).await.unwrap());
+    assert!(!store.record_attempt(outcome).await.unwrap());
+    assert!(store.due_deliveries(9, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_delivery_after(5).await.unwrap(), Some(10));
+    let dead = AttemptOutcome {
+        attempt: AttemptRow {
+            delivery_id: d.id,
+            n: 2,
+            at: 10,
+            status: None,
+            error: Some("timed out".into()),
+            duration_ms: 10_000,
+        },
+        status: "dead".into(),
+        failures: 2,
+        next_at: 10,
+    };
+    assert!(store.record_attempt(dead).await.unwrap());
+    assert_eq!(
+        store.delivery_counts("wh_a").await.unwrap(),
+        [("dead".to_string(), 1)]
+    );
+    let attempts = store.attempts(&[d.id]).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.n).collect::<Vec<_>>(), [1, 2]);
+    // A replay queues it again with a fresh schedule.
+    assert!(store.replay_delivery("wh_a", d.id, 20).await.unwrap());
+    assert!(!store.replay_delivery("wh_b", d.id, 20).await.unwrap());
+    let again = store.delivery("wh_a", d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            again.status.as_str(),
+            again.failures,
+            again.attempts,
+            again.next_at
+        ),
+        ("pending", 0, 2, 20)
+    );
+    // Pending deliveries are never pruned; settled old ones are, attempts with them.
+    assert_eq!(store.prune_deliveries(100, 10).await.unwrap(), 0);
+    let delivered = AttemptOutcome {
+        attempt: AttemptRow {
+            delivery_id: d.id,
+            n: 3,
+            at: 20,
+            status: Some(204),
+            error: None,
+            duration_ms: 2,
+        },
+        status: "delivered".into(),
+        failures: 0,
+        next_at: 20,
+    };
+    assert!(store.record_attempt(delivered).await.unwrap());
+    assert_eq!(
+        store.prune_deliveries(20, 10).await.unwrap(),
+        0,
+        "not older"
+    );
+    assert_eq!(store.prune_deliveries(21, 10).await.unwrap(), 1);
+    assert!(store.attempts(&[d.id]).await.unwrap().is_empty());
+
+    // A second endpoint keeps the cursors; deleting one removes its deliveries.
+    store.create_webhook(endpoint("wh_b")).await.unwrap();
+    assert_eq!(store.log_cursors().await.unwrap(), page.upto);
+    assert!(store.delete_webhook("wh_b").await.unwrap());
+    assert!(!store.delete_webhook("wh_b").await.unwrap());
+    assert_eq!(store.webhooks().await.unwrap().len(), 1);
+    store.close().await;
+}
