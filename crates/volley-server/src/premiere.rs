@@ -9,23 +9,28 @@
 
 mod limits;
 mod room;
+mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OnceCell, broadcast, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use utoipa::ToSchema;
 use volley_events::{CueKind, Event, Occurrence, Phase, ReminderKind};
 use volley_store::{NewTimer, RegistrationRow, TimerRow};
@@ -37,6 +42,7 @@ use crate::events::Published;
 use crate::ids::{hash_secret, new_id, new_token};
 use limits::*;
 use room::{Answered, Command, Context, Out, Refusal, Room, RoomTask, Sender, To};
+use wire::Socket;
 
 const EVENT_HTML: &str = include_str!("../web/event.html");
 const EVENT_JS: &str = include_str!("../web/event.js");
@@ -400,12 +406,15 @@ struct Joining {
 
 /// `GET /events/{id}/ws`: a viewer's connection (docs/watching.md, "The protocol").
 pub async fn socket(
-    ws: WebSocketUpgrade,
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
     Query(q): Query<WsQuery>,
-    headers: HeaderMap,
+    mut req: Request,
 ) -> Response {
+    let upgrade = match wire::upgrade(&mut req) {
+        Ok(u) => u,
+        Err(refused) => return refused.into_response(),
+    };
     let Some(published) = app.events.get(&id) else {
         return unknown_event(&id).into_response();
     };
@@ -433,38 +442,42 @@ pub async fn socket(
     } else {
         showing.id.clone()
     };
-    let moderator = crate::auth::page_moderator(&headers, &app)
+    let moderator = crate::auth::page_moderator(req.headers(), &app)
         .await
         .map(|s| (s.name, s.id));
-    let joining = Joining {
+    // Boxed: it is moved into the connection's task, whose future would keep room for
+    // it for as long as the connection lasts.
+    let joining = Box::new(Joining {
         published,
         showing,
         key,
         token,
         viewer_id,
         moderator,
-    };
-    ws.read_buffer_size(2 * 1024)
-        .write_buffer_size(4 * 1024)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| viewer(app, socket, joining))
+    });
+    // Only what a client sends is buffered by tungstenite (every frame to a viewer is
+    // written straight to the socket, see `wire`): a small read buffer is enough for
+    // client messages (at most 4 KB, read in several goes when longer), and the write
+    // buffer only ever holds a pong or the close frame.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
+    upgrade.accept(config, move |socket| viewer(app, socket, joining))
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-
-async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+fn error_frame(r: &Refusal, reference: &Value) -> Bytes {
+    let v = json!({"t": "error", "code": r.code, "message": r.message, "ref": reference});
+    wire::text_frame(v.to_string().as_bytes())
 }
 
-fn error_frame(r: &Refusal, reference: &Value) -> String {
-    json!({"t": "error", "code": r.code, "message": r.message, "ref": reference}).to_string()
+fn unavailable() -> Refusal {
+    Refusal {
+        code: "unavailable",
+        message: "try again".into(),
+    }
 }
 
 /// What a viewer watched on this connection, from their `progress` messages: the
@@ -519,21 +532,61 @@ const PROGRESS_GAP_MS: i64 = 7_000;
 const FRAMES_PER_SECOND: f64 = 10.0;
 const FRAME_BURST: f64 = 30.0;
 
-async fn viewer(app: Arc<App>, socket: WebSocket, j: Joining) {
+/// A viewer being served: what the connection keeps once it has joined.
+struct Connection {
+    room: Arc<Room>,
+    sender: Arc<Sender>,
+    rx: broadcast::Receiver<Arc<Out>>,
+    /// The media's length (ms), to clamp positions.
+    duration: i64,
+    watched: Watched,
+}
+
+async fn viewer(app: Arc<App>, mut socket: Socket, j: Box<Joining>) {
     app.connections.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!(crate::telemetry::names::CONNECTIONS).increment(1.0);
     let _counted = crate::ws::Counted(app.clone());
-    let (mut sink, mut stream) = socket.split();
+    // Joining is boxed: what it holds while it runs (opening the room, the store's
+    // reads, building `hello`) is freed once it is done instead of being part of every
+    // connection's task for as long as it lasts.
+    let Some((mut c, hello)) = Box::pin(join(&app, &mut socket, j)).await else {
+        return;
+    };
+    if socket.write(&[hello]).await.is_ok() {
+        serve(&app, &mut socket, &mut c).await;
+    }
+    let Connection {
+        room,
+        sender,
+        watched,
+        ..
+    } = c;
+    let _ = room
+        .commands
+        .send(Command::Leave {
+            sender,
+            watched: watched.json(),
+        })
+        .await;
+}
+
+/// Joins the room; returns the connection and its `hello` frame, or `None` when the
+/// viewer could not join (the socket is closed).
+async fn join(app: &Arc<App>, socket: &mut Socket, j: Box<Joining>) -> Option<(Connection, Bytes)> {
     let room = match app
         .premieres
-        .room(&app, &j.published, &j.showing, &j.key)
+        .room(app, &j.published, &j.showing, &j.key)
         .await
     {
         Ok(r) => r,
-        Err(_) => return close(&mut sink, 1011, "unavailable").await,
+        Err(_) => {
+            socket.close(1011, "unavailable").await;
+            return None;
+        }
     };
     if room.present.load(Ordering::Relaxed) >= MAX_VIEWERS {
-        return close(&mut sink, 1013, "this showing is full").await;
+        socket.close(1013, "this showing is full").await;
+        return None;
     }
     let event_id = &j.published.event.id;
     let registration = app
@@ -554,11 +607,11 @@ async fn viewer(app: Arc<App>, socket: WebSocket, j: Joining) {
         .collect();
     let now = app.clock.now();
     let phase = volley_events::phase(&j.showing, now);
-    let sender = Sender {
+    let sender = Arc::new(Sender {
         viewer_id: j.viewer_id.clone(),
         moderator: j.moderator.clone(),
         replay: j.showing.on_demand || matches!(phase, Phase::Replay { .. } | Phase::Over),
-    };
+    });
     let (reply, joined) = oneshot::channel();
     let join = Command::Join {
         sender: sender.clone(),
@@ -566,10 +619,12 @@ async fn viewer(app: Arc<App>, socket: WebSocket, j: Joining) {
         reply,
     };
     if room.commands.send(join).await.is_err() {
-        return close(&mut sink, 1011, "unavailable").await;
+        socket.close(1011, "unavailable").await;
+        return None;
     }
-    let Ok((state, mut rx)) = joined.await else {
-        return close(&mut sink, 1011, "unavailable").await;
+    let Ok((state, rx)) = joined.await else {
+        socket.close(1011, "unavailable").await;
+        return None;
     };
     let mut hello = json!({
         "t": "hello",
@@ -587,104 +642,197 @@ async fn viewer(app: Arc<App>, socket: WebSocket, j: Joining) {
     if let (Some(h), Value::Object(s)) = (hello.as_object_mut(), state) {
         h.extend(s);
     }
-    let mut watched = Watched::default();
-    if sink
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .is_ok()
-    {
-        serve(
-            &app,
-            &room,
-            &sender,
-            &mut sink,
-            &mut stream,
-            &mut rx,
-            &mut watched,
-            &j,
-        )
-        .await;
-    }
-    let _ = room
-        .commands
-        .send(Command::Leave {
-            sender,
-            watched: watched.json(),
-        })
-        .await;
+    let hello = wire::text_frame(hello.to_string().as_bytes());
+    let c = Connection {
+        room,
+        sender,
+        rx,
+        duration: ms(j.published.event.media.duration),
+        watched: Watched::default(),
+    };
+    Some((c, hello))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    app: &App,
-    room: &Room,
-    sender: &Sender,
-    sink: &mut Sink,
-    stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    rx: &mut broadcast::Receiver<Arc<Out>>,
-    watched: &mut Watched,
-    j: &Joining,
-) {
-    let duration = ms(j.published.event.media.duration);
+/// A client message's answer, in the order the messages came.
+enum Answer {
+    /// Known already (refused by the connection itself).
+    Ready(Bytes),
+    /// The room's, once the message is committed; `reference` is the message's `ref`.
+    Room {
+        reference: Value,
+        reply: oneshot::Receiver<Result<(), Refusal>>,
+    },
+}
+
+/// The frame answering a client message, if any (an accepted one without `ref` has
+/// none).
+fn answer_frame(result: Result<(), Refusal>, reference: &Value) -> Option<Bytes> {
+    match result {
+        Ok(()) if reference.is_null() => None,
+        Ok(()) => Some(wire::text_frame(
+            json!({"t": "ok", "ref": reference}).to_string().as_bytes(),
+        )),
+        Err(r) => Some(error_frame(&r, reference)),
+    }
+}
+
+/// The room's answer at the front of `answers`, when it comes.
+fn front_answer(answers: &mut VecDeque<Answer>) -> impl Future<Output = Result<(), Refusal>> + '_ {
+    std::future::poll_fn(move |cx| match answers.front_mut() {
+        Some(Answer::Room { reply, .. }) => Pin::new(reply)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(unavailable()))),
+        _ => Poll::Pending,
+    })
+}
+
+/// Sends the answers at the front of `answers` that are known, in order, up to the
+/// first still awaited.
+async fn send_answers(socket: &mut Socket, answers: &mut VecDeque<Answer>) -> std::io::Result<()> {
+    let mut frames = Vec::new();
+    while let Some(a) = answers.front_mut() {
+        let frame = match a {
+            Answer::Ready(f) => Some(std::mem::take(f)),
+            Answer::Room { reference, reply } => match reply.try_recv() {
+                Ok(result) => answer_frame(result, reference),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    answer_frame(Err(unavailable()), reference)
+                }
+                Err(oneshot::error::TryRecvError::Empty) => break,
+            },
+        };
+        answers.pop_front();
+        frames.extend(frame);
+    }
+    if frames.is_empty() {
+        return Ok(());
+    }
+    socket.write(&frames).await
+}
+
+/// Serves a joined viewer until they leave, fall behind, or the server stops.
+///
+/// Client messages are read while the answers to earlier ones are awaited (up to
+/// `MAX_PENDING`), so a viewer may post faster than one message per commit of the
+/// room; their answers go out in the order of the messages.
+async fn serve(app: &App, socket: &mut Socket, c: &mut Connection) {
     let mut shutdown = app.shutdown.clone();
     let mut tokens = FRAME_BURST;
     let mut tokens_at = Instant::now();
+    let mut answers: VecDeque<Answer> = VecDeque::new();
     loop {
+        if send_answers(socket, &mut answers).await.is_err() {
+            return;
+        }
+        let awaiting = !answers.is_empty();
         tokio::select! {
-            out = rx.recv() => {
+            out = c.rx.recv() => {
                 let out = match out {
                     Ok(o) => o,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        metrics::counter!(crate::telemetry::names::SLOW_CLIENTS).increment(1);
-                        return close(sink, 1013, "too slow; reconnect to resume").await;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return close(sink, 1001, "the showing closed").await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return too_slow(socket).await,
+                    Err(broadcast::error::RecvError::Closed) => return socket.close(1001, "the showing closed").await,
                 };
-                // Everything already queued goes out with one flush.
-                let mut next = Some(out);
-                while let Some(o) = next.take() {
-                    if for_me(&o.to, sender) && sink.feed(Message::Text(o.text.clone())).await.is_err() {
-                        return;
-                    }
-                    match rx.try_recv() {
-                        Ok(o) => next = Some(o),
-                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                            metrics::counter!(crate::telemetry::names::SLOW_CLIENTS).increment(1);
-                            return close(sink, 1013, "too slow; reconnect to resume").await;
-                        }
-                        Err(_) => {}
-                    }
-                }
-                if sink.flush().await.is_err() {
+                if !deliver(socket, c, out).await {
                     return;
                 }
             }
-            frame = stream.next() => {
+            frame = socket.next(), if answers.len() < MAX_PENDING => {
                 let Some(Ok(frame)) = frame else { return };
                 let text = match frame {
                     Message::Text(t) => t,
                     Message::Close(_) => return,
-                    Message::Binary(_) => return close(sink, 1003, "only JSON text frames are accepted").await,
-                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Binary(_) => return socket.close(1003, "only JSON text frames are accepted").await,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
                 let at = Instant::now();
                 tokens = (tokens + at.duration_since(tokens_at).as_secs_f64() * FRAMES_PER_SECOND).min(FRAME_BURST);
                 tokens_at = at;
                 tokens -= 1.0;
                 if tokens < -FRAME_BURST {
-                    return close(sink, 1008, "too many messages").await;
+                    return socket.close(1008, "too many messages").await;
                 }
-                let reply = if tokens < 0.0 {
-                    Some(error_frame(&Refusal { code: "rate_limited", message: "too many messages; slow down".into() }, &Value::Null))
-                } else {
-                    handle(app, room, sender, &text, watched, duration).await
-                };
-                if let Some(r) = reply && sink.send(Message::Text(r.into())).await.is_err() {
-                    return;
+                if tokens < 0.0 {
+                    let r = Refusal { code: "rate_limited", message: "too many messages; slow down".into() };
+                    answers.push_back(Answer::Ready(error_frame(&r, &Value::Null)));
+                    continue;
+                }
+                match request(app, c, &text) {
+                    Asked::Nothing => {}
+                    Asked::Pong(frame) => {
+                        // Not queued behind answers awaited: the clock wants it now.
+                        if socket.write(&[frame]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Asked::Answer(frame) => answers.push_back(Answer::Ready(frame)),
+                    Asked::Room(message, reference) => {
+                        let (reply, answer) = oneshot::channel();
+                        let command = Command::Client { sender: c.sender.clone(), message, reply };
+                        // A full queue (rare) is waited for in a box: the future of every
+                        // connection need not have room for it.
+                        let sent = match c.room.commands.try_send(command) {
+                            Ok(()) => true,
+                            Err(mpsc::error::TrySendError::Full(command)) => {
+                                Box::pin(c.room.commands.send(command)).await.is_ok()
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        };
+                        answers.push_back(if sent {
+                            Answer::Room { reference, reply: answer }
+                        } else {
+                            Answer::Ready(error_frame(&unavailable(), &reference))
+                        });
+                    }
                 }
             }
-            _ = shutdown.changed() => return close(sink, 1001, "the server is shutting down").await,
+            result = front_answer(&mut answers), if awaiting => {
+                if let Some(Answer::Room { reference, .. }) = answers.pop_front()
+                    && let Some(frame) = answer_frame(result, &reference)
+                {
+                    answers.push_front(Answer::Ready(frame));
+                }
+            }
+            _ = shutdown.changed() => return socket.close(1001, "the server is shutting down").await,
         }
+    }
+}
+
+async fn too_slow(socket: &mut Socket) {
+    metrics::counter!(crate::telemetry::names::SLOW_CLIENTS).increment(1);
+    socket.close(1013, "too slow; reconnect to resume").await
+}
+
+/// Writes `first` and everything else already queued for this viewer, several frames
+/// per write; false when the connection is over.
+async fn deliver(socket: &mut Socket, c: &mut Connection, first: Arc<Out>) -> bool {
+    let mut frames = Vec::new();
+    let mut next = Some(first);
+    loop {
+        if let Some(o) = next.take()
+            && for_me(&o.to, &c.sender)
+        {
+            frames.push(o.frame.clone());
+        }
+        if frames.len() < MAX_FRAMES_PER_WRITE {
+            match c.rx.try_recv() {
+                Ok(o) => {
+                    next = Some(o);
+                    continue;
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    too_slow(socket).await;
+                    return false;
+                }
+                Err(_) => {}
+            }
+        }
+        if !frames.is_empty() && socket.write(&frames).await.is_err() {
+            return false;
+        }
+        if frames.len() < MAX_FRAMES_PER_WRITE {
+            return true;
+        }
+        frames.clear();
     }
 }
 
@@ -696,15 +844,20 @@ fn for_me(to: &To, s: &Sender) -> bool {
     }
 }
 
-/// Handles one client message; returns the frame to answer with, if any.
-async fn handle(
-    app: &App,
-    room: &Room,
-    sender: &Sender,
-    text: &str,
-    watched: &mut Watched,
-    duration: i64,
-) -> Option<String> {
+/// What a client message asks of the connection.
+enum Asked {
+    /// Nothing to answer (`progress`).
+    Nothing,
+    /// A `pong`, sent at once.
+    Pong(Bytes),
+    /// An answer known without the room (a malformed message).
+    Answer(Bytes),
+    /// For the room: the message and its `ref`.
+    Room(Value, Value),
+}
+
+/// Reads one client message.
+fn request(app: &App, c: &mut Connection, text: &str) -> Asked {
     let message: Value = match serde_json::from_str(text) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
@@ -712,44 +865,25 @@ async fn handle(
                 code: "bad_message",
                 message: "send a JSON object with a `t` field".into(),
             };
-            return Some(error_frame(&r, &Value::Null));
+            return Asked::Answer(error_frame(&r, &Value::Null));
         }
     };
-    let reference = message.get("ref").cloned().unwrap_or(Value::Null);
     match message["t"].as_str() {
         Some("ping") => {
             let s = app.clock.now().as_microsecond() as f64 / 1000.0;
-            return Some(json!({"t": "pong", "c": message["c"], "s": s}).to_string());
+            let pong = json!({"t": "pong", "c": message["c"], "s": s}).to_string();
+            Asked::Pong(wire::text_frame(pong.as_bytes()))
         }
         Some("progress") => {
             let pos = message["pos"].as_i64().unwrap_or(0);
-            watched.progress(pos, message["playing"].as_bool().unwrap_or(false), duration);
-            return None;
+            let playing = message["playing"].as_bool().unwrap_or(false);
+            c.watched.progress(pos, playing, c.duration);
+            Asked::Nothing
         }
-        _ => {}
-    }
-    let (reply, answer) = oneshot::channel();
-    let command = Command::Client {
-        sender: sender.clone(),
-        message,
-        reply,
-    };
-    let result = match room.commands.send(command).await {
-        Ok(()) => answer.await.unwrap_or_else(|_| {
-            Err(Refusal {
-                code: "unavailable",
-                message: "try again".into(),
-            })
-        }),
-        Err(_) => Err(Refusal {
-            code: "unavailable",
-            message: "try again".into(),
-        }),
-    };
-    match result {
-        Ok(()) if reference.is_null() => None,
-        Ok(()) => Some(json!({"t": "ok", "ref": reference}).to_string()),
-        Err(r) => Some(error_frame(&r, &reference)),
+        _ => {
+            let reference = message.get("ref").cloned().unwrap_or(Value::Null);
+            Asked::Room(message, reference)
+        }
     }
 }
 

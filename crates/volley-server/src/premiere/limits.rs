@@ -35,3 +35,10 @@ pub const MAX_VIEWERS: usize = 20_000;
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Seconds of media whose watching is recorded per viewer (longer media: the first).
 pub const MAX_WATCH_SECONDS: usize = 6 * 3600;
+/// Client messages of one connection awaiting their answer; beyond, the connection's
+/// next message is not read until the first is answered.
+pub const MAX_PENDING: usize = 32;
+/// Bytes tungstenite reads from a viewer's socket at a time (its buffer, per connection).
+pub const READ_BUFFER: usize = 256;
+/// Frames written to a viewer with one system call at most.
+pub const MAX_FRAMES_PER_WRITE: usize = 64;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use axum::body::Bytes;
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -30,11 +30,13 @@ pub enum To {
     Viewer(String),
 }
 
-/// One message for the room's connections, serialised once.
+/// One message for the room's connections, serialised and framed once: the same bytes
+/// are written to every socket it is for.
 #[derive(Debug)]
 pub struct Out {
     pub to: To,
-    pub text: Utf8Bytes,
+    /// The WebSocket text frame.
+    pub frame: Bytes,
 }
 
 /// Who sends a command.
@@ -53,17 +55,17 @@ pub enum Command {
     /// A viewer arrives: log it, answer with the state and a subscription taken at the
     /// same instant (nothing missed, nothing twice).
     Join {
-        sender: Sender,
+        sender: Arc<Sender>,
         name: Option<String>,
         reply: oneshot::Sender<Joined>,
     },
     Leave {
-        sender: Sender,
+        sender: Arc<Sender>,
         watched: Value,
     },
     /// A client message (`t` and its fields), answered with `Ok` or an error.
     Client {
-        sender: Sender,
+        sender: Arc<Sender>,
         message: Value,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
@@ -159,11 +161,18 @@ impl Question {
     }
 }
 
-/// What the room knows of a viewer.
+/// What the room knows of a viewer (one per viewer who ever joined: kept small).
 #[derive(Debug, Default)]
 struct Viewer {
     name: Option<String>,
     muted_until: i64,
+    /// The rate limits' counts, from the viewer's first post, ask or report on (most
+    /// viewers only watch).
+    limits: Option<Box<Limits>>,
+}
+
+#[derive(Debug, Default)]
+struct Limits {
     /// Chat token bucket: tokens and when they were counted (ms).
     tokens: f64,
     tokens_at: i64,
@@ -178,12 +187,23 @@ struct State {
     chat: VecDeque<Chat>,
     pinned: Option<Value>,
     slow: u64,
-    viewers: HashMap<String, Viewer>,
+    viewers: HashMap<Box<str>, Viewer>,
     polls: HashMap<String, PollState>,
     questions: Vec<Question>,
     reports: HashMap<String, HashSet<String>>,
     present: usize,
     peak: usize,
+}
+
+impl State {
+    /// A viewer's rate-limit counts (made on first use).
+    fn limits(&mut self, viewer_id: &str) -> &mut Limits {
+        self.viewers
+            .entry(viewer_id.into())
+            .or_default()
+            .limits
+            .get_or_insert_with(Default::default)
+    }
 }
 
 /// What a joining viewer gets: the room's part of `hello` and its subscription.
@@ -209,7 +229,7 @@ impl Batch {
     fn out(&mut self, to: To, value: Value) {
         self.outs.push(Out {
             to,
-            text: value.to_string().into(),
+            frame: super::wire::text_frame(value.to_string().as_bytes()),
         });
     }
 }
@@ -381,7 +401,7 @@ impl RoomTask {
                 let v = self
                     .state
                     .viewers
-                    .entry(sender.viewer_id.clone())
+                    .entry(sender.viewer_id.as_str().into())
                     .or_default();
                 if v.name.is_none() {
                     v.name = name;
@@ -440,7 +460,7 @@ impl RoomTask {
                 _ => None,
             })
             .collect();
-        let me = s.viewers.get(&sender.viewer_id);
+        let me = s.viewers.get(sender.viewer_id.as_str());
         let votes: serde_json::Map<String, Value> = s
             .polls
             .iter()
@@ -561,7 +581,7 @@ impl RoomTask {
         let until = self
             .state
             .viewers
-            .get(&s.viewer_id)
+            .get(s.viewer_id.as_str())
             .map_or(0, |v| v.muted_until);
         if until > self.now() {
             return Err(refuse(
@@ -576,7 +596,7 @@ impl RoomTask {
         if let Some((name, _)) = &s.moderator {
             return Some(name.clone());
         }
-        self.state.viewers.get(&s.viewer_id)?.name.clone()
+        self.state.viewers.get(s.viewer_id.as_str())?.name.clone()
     }
 
     fn name(&mut self, s: &Sender, m: &Value, batch: &mut Batch) -> Result<(), Refusal> {
@@ -584,7 +604,7 @@ impl RoomTask {
         self.row(batch, "name", Some(&s.viewer_id), json!({"name": name}));
         self.state
             .viewers
-            .entry(s.viewer_id.clone())
+            .entry(s.viewer_id.as_str().into())
             .or_default()
             .name = Some(name);
         Ok(())
@@ -599,7 +619,7 @@ impl RoomTask {
         let now = self.now();
         if s.moderator.is_none() {
             let slow = self.state.slow;
-            let v = self.state.viewers.entry(s.viewer_id.clone()).or_default();
+            let v = self.state.limits(&s.viewer_id);
             if slow > 0 && now - v.last_post < (slow * 1000) as i64 {
                 let wait = (slow * 1000) as i64 - (now - v.last_post);
                 return Err(refuse(
@@ -770,7 +790,7 @@ impl RoomTask {
             .ok_or_else(|| refuse("no_name", "choose a display name first"))?;
         let now = self.now();
         if s.moderator.is_none() {
-            let v = self.state.viewers.entry(s.viewer_id.clone()).or_default();
+            let v = self.state.limits(&s.viewer_id);
             if !within_rate(&mut v.asks, now, ASKS_PER_MINUTE) {
                 return Err(refuse(
                     "rate_limited",
@@ -837,7 +857,7 @@ impl RoomTask {
             return Err(refuse("not_found", format!("no message `{id}`")));
         }
         let now = self.now();
-        let v = self.state.viewers.entry(s.viewer_id.clone()).or_default();
+        let v = self.state.limits(&s.viewer_id);
         if !within_rate(&mut v.reports, now, REPORTS_PER_MINUTE) {
             return Err(refuse(
                 "rate_limited",
@@ -920,7 +940,7 @@ impl RoomTask {
         let until = self.now() + (minutes * 60_000) as i64;
         self.state
             .viewers
-            .entry(viewer.clone())
+            .entry(viewer.as_str().into())
             .or_default()
             .muted_until = until;
         self.row(
@@ -1106,10 +1126,11 @@ fn replay_row(state: &mut State, row: &ShowingRow) {
     };
     match row.kind.as_str() {
         "name" => {
-            state.viewers.entry(viewer).or_default().name = d["name"].as_str().map(str::to_string)
+            state.viewers.entry(viewer.into()).or_default().name =
+                d["name"].as_str().map(str::to_string)
         }
         "join" => {
-            state.viewers.entry(viewer).or_default();
+            state.viewers.entry(viewer.into()).or_default();
         }
         "chat" => {
             state.chat.push_back(Chat {
@@ -1139,7 +1160,8 @@ fn replay_row(state: &mut State, row: &ShowingRow) {
             }
         }
         "mute" => {
-            state.viewers.entry(viewer).or_default().muted_until = d["until"].as_i64().unwrap_or(0)
+            state.viewers.entry(viewer.into()).or_default().muted_until =
+                d["until"].as_i64().unwrap_or(0)
         }
         "slow" => state.slow = d["seconds"].as_u64().unwrap_or(0),
         "pin" => state.pinned = Some(d["message"].clone()).filter(|m| !m.is_null()),

@@ -317,6 +317,64 @@ async fn viewers_share_one_chat_that_moderators_keep_civil() {
     server.stop().await;
 }
 
+/// A viewer's next messages are read while earlier ones await their commit: messages
+/// sent back to back are all answered, in the order they were sent (a ping at once).
+#[tokio::test]
+async fn messages_sent_back_to_back_are_answered_in_order() {
+    let clock = at("2026-12-10T19:00:15Z");
+    let server = talk_server(clock.clone(), |_| {}).await;
+    let mut a = Viewer::join(&server, "", None).await;
+    let mut b = Viewer::join(&server, "", None).await;
+    // A name, six chat messages (one more than the burst), an unknown poll, a ping.
+    let mut sent = vec![json!({"t": "name", "name": "Ana", "ref": "n"})];
+    for i in 0..6 {
+        sent.push(json!({"t": "chat", "text": format!("quick {i}"), "ref": format!("c{i}")}));
+    }
+    sent.push(json!({"t": "vote", "poll": "nope", "options": [0], "ref": "v"}));
+    sent.push(json!({"t": "ping", "c": 7}));
+    for m in sent {
+        a.send(m).await;
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 8 {
+        let f = a.frame().await;
+        match f["t"].as_str() {
+            Some("ok" | "error") => answers.push((f["ref"].clone(), f["code"].clone())),
+            _ => a.seen.push(f),
+        }
+    }
+    let mut expected = vec![(json!("n"), Value::Null)];
+    expected.extend((0..5).map(|i| (json!(format!("c{i}")), Value::Null)));
+    expected.push((json!("c5"), json!("rate_limited")));
+    expected.push((json!("v"), json!("not_found")));
+    assert_eq!(answers, expected);
+    assert_eq!(a.until("pong", |_| true).await["c"], 7);
+    for i in 0..5 {
+        let m = b.until("chat", |_| true).await;
+        assert_eq!(m["text"], format!("quick {i}"));
+    }
+    // A WebSocket ping gets its pong, and the frames around it arrive whole.
+    clock.advance(Duration::from_secs(5));
+    a.ws.send(Message::Ping("hi".into())).await.unwrap();
+    a.send(json!({"t": "chat", "text": "after the ping", "ref": "p"}))
+        .await;
+    let (mut pong, mut ok) = (false, false);
+    while !(pong && ok) {
+        match tokio::time::timeout(Duration::from_secs(10), a.ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the socket is open")
+            .unwrap()
+        {
+            Message::Pong(p) => pong = &p[..] == b"hi",
+            Message::Text(t) => ok |= serde_json::from_str::<Value>(&t).unwrap()["ref"] == "p",
+            _ => {}
+        }
+    }
+    assert_eq!(b.until("chat", |_| true).await["text"], "after the ping");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn polls_offers_and_the_clock_follow_the_timeline() {
     let clock = at("2026-12-10T19:00:15Z");
@@ -778,6 +836,36 @@ async fn registrants_get_each_reminder_once_and_late_ones_hear_it_is_starting() 
     clock.set("2026-12-10T19:10:01Z".parse().unwrap());
     let (status, over) = register(json!({"name": "Ed", "email": "ed@example.com", "fields": {"company": "E"}, "showing": SHOWING})).await;
     assert_eq!(status, 400, "{over}");
+    server.stop().await;
+}
+
+/// A replay's `hello` carries up to 5,000 messages, far more than a socket takes at
+/// once: it arrives whole.
+#[tokio::test]
+async fn a_replay_hello_of_thousands_of_messages_arrives_whole() {
+    let clock = at("2026-12-10T19:30:00Z");
+    let server = talk_server(clock.clone(), |_| {}).await;
+    let text = "y".repeat(400);
+    let rows = (1..=3000)
+        .map(|seq| volley_store::ShowingRow {
+            showing_id: SHOWING.into(),
+            seq,
+            kind: "chat".into(),
+            viewer_id: Some("vsomeone".into()),
+            data: json!({"name": "Ana", "text": format!("{seq} {text}"), "pos": seq,
+                "moderator": false, "replay": false})
+            .to_string(),
+            at: 1_796_000_000_000 + seq,
+        })
+        .collect();
+    server.running.app.store.append_showing(rows).await.unwrap();
+    let mut r = Viewer::join(&server, &format!("showing={SHOWING}"), None).await;
+    let chat = r.hello["chat"].as_array().unwrap();
+    assert_eq!(chat.len(), 3000);
+    assert_eq!(chat[2999]["text"], format!("3000 {text}"));
+    // The connection goes on after it.
+    r.send(json!({"t": "ping", "c": 1})).await;
+    assert_eq!(r.until("pong", |_| true).await["c"], 1);
     server.stop().await;
 }
 
