@@ -6,6 +6,8 @@
 //! Everything is read from the `handoffs` rows (one per hand-off, with its timestamps),
 //! by period through an index: no log is replayed.
 
+pub mod flows;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

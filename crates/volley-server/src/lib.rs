@@ -30,6 +30,7 @@ mod outbound;
 mod premiere;
 mod scheduler;
 mod session;
+pub mod stats;
 mod telemetry;
 pub mod webhooks;
 mod wire;
@@ -85,6 +86,8 @@ pub struct App {
     pub in_flight: inbound::InFlight,
     /// Outbound webhooks: the endpoints and the dispatcher's and sender's signals.
     pub webhooks: webhooks::Webhooks,
+    /// Where the analytics aggregator has read the conversation log up to (a rowid).
+    pub stats: watch::Sender<i64>,
 }
 
 /// How large a route's request body may be.
@@ -348,6 +351,18 @@ fn endpoints() -> Vec<Endpoint> {
             Message,
             analytics::handoffs,
         ),
+        endpoint(
+            M::GET,
+            "/api/analytics/flows/{id}",
+            Message,
+            analytics::flows::flow,
+        ),
+        endpoint(
+            M::GET,
+            "/api/analytics/contacts",
+            Message,
+            analytics::flows::contacts,
+        ),
         endpoint(M::GET, "/metrics", Message, telemetry::render),
         endpoint(M::GET, "/healthz", Message, api::healthz),
         endpoint(M::GET, "/readyz", Message, api::readyz),
@@ -467,6 +482,7 @@ pub async fn start_with_store(
         premieres: premiere::Rooms::default(),
         in_flight: inbound::InFlight::default(),
         webhooks: webhooks::Webhooks::default(),
+        stats: watch::Sender::new(0),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -532,6 +548,7 @@ pub async fn start_with_store(
     premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
     let webhook_tasks = webhooks::start(&app);
+    let aggregator = tokio::spawn(stats::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -555,6 +572,7 @@ pub async fn start_with_store(
         for t in webhook_tasks {
             let _ = t.await;
         }
+        let _ = aggregator.await;
     });
     Ok(Running {
         addr,
