@@ -334,6 +334,8 @@ impl Fold<'_> {
                     p.handed_off = true;
                 }
                 p.queue = Some(data["queue"].as_str().unwrap_or("default").to_string());
+                // A person answers from now on, not the bot.
+                p.input_at = None;
             }
             "transferred" => {
                 if let Some(q) = data["queue"].as_str() {

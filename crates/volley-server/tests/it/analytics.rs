@@ -1,6 +1,7 @@
 //! The hand-off report on generated conversations with known timestamps: exact first
 //! response, wait and resolution times in calendar time and business hours, rates and
-//! CSAT, overall, per queue and per agent (docs/metrics.md).
+//! CSAT, overall, per queue and per agent (docs/metrics.md); flow and contact reports
+//! from the aggregator on real conversations with known answers and times.
 
 use std::sync::Arc;
 
@@ -226,7 +227,7 @@ async fn the_handoff_report_is_exact() {
     let first = csv.lines().nth(1).unwrap();
     assert_eq!(
         first,
-        "overall,,4,3,3,2,120,234000,78050,120,60,600,600,2,50,100"
+        "overall,,4,3,3,2,120,234000,78050,120,0,,,60,600,600,2,50,100"
     );
     server.stop().await;
 }
@@ -478,5 +479,84 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
     assert_eq!(step(&r, "plan")["stopped_here"], 0);
     assert_eq!(step(&r, "name")["answers"], 4);
     assert_eq!(step(&r, "name")["stopped_here"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_reply_of_a_person_is_timed_from_the_message_it_answers() {
+    use volley_server::handoff::{self, Actor, AgentInfo, Desk};
+    let clock = Arc::new(volley_server::ManualClock::new(
+        "2026-12-01T10:00:00Z".parse().unwrap(),
+    ));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let app = &server.running.app;
+    let _desk = Desk::connect(
+        app,
+        AgentInfo {
+            id: "a".into(),
+            name: "Agent a".into(),
+            capacity: 5,
+        },
+    );
+    let agent = Actor {
+        id: "a".into(),
+        name: "Agent a".into(),
+    };
+    let mut c = Client::connect(&server, hello("desk")).await;
+    let ask = c.next_question().await;
+    let id = c.fresh_id();
+    c.input(json!({"type": "answer", "id": id, "step": ask["step"], "text": "Sam"}))
+        .await;
+    c.until(|v| v["event"]["kind"] == "assigned").await;
+    let conv = c.conversation();
+    let mut say = async |c: &mut Client, text: &str| {
+        let id = c.fresh_id();
+        let ack = c
+            .input(json!({"type": "say", "id": id, "text": text}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    };
+    let secs = |s| std::time::Duration::from_secs(s);
+    // 30 s for the first reply; the second answers two messages, 60 s after the first.
+    say(&mut c, "Hello?").await;
+    clock.advance(secs(30));
+    handoff::reply(app, &conv, &agent, false, "Hi Sam.", None)
+        .await
+        .unwrap();
+    say(&mut c, "I have a question").await;
+    clock.advance(secs(10));
+    say(&mut c, "about billing").await;
+    clock.advance(secs(50));
+    handoff::reply(app, &conv, &agent, false, "Sure.", None)
+        .await
+        .unwrap();
+    // A reply nobody waited for is not timed.
+    handoff::reply(app, &conv, &agent, false, "Anything else?", None)
+        .await
+        .unwrap();
+
+    let r = report(
+        &server,
+        "handoffs?from=2026-12-01T00:00:00Z&to=2026-12-02T00:00:00Z",
+    )
+    .await;
+    let reply = &r["overall"]["reply"];
+    assert_eq!(reply["count"], 2, "{r}");
+    assert_eq!(reply["p50_s"], 30.0);
+    assert_eq!(reply["p90_s"], 60.0);
+    assert_eq!(reply["mean_s"], 45.0);
+    assert_eq!(r["queues"][0]["queue"], "support");
+    assert_eq!(r["queues"][0]["reply"]["count"], 2);
+    assert_eq!(r["agents"][0]["agent_id"], "a");
+    assert_eq!(r["agents"][0]["reply"]["max_s"], 60.0);
+    // The flow's report: one hand-off, the person's response times, and the bot is
+    // not charged for the time a person had the conversation.
+    let f = report(&server, "flows/desk").await;
+    assert_eq!(f["handoffs"], 1);
+    assert_eq!(f["handoff_percent"], 100.0);
+    assert_eq!(f["human_response"]["count"], 2);
+    assert_eq!(f["human_response"]["mean_s"], 45.0);
+    assert_eq!(f["bot_response"]["count"], 0);
     server.stop().await;
 }
