@@ -151,7 +151,13 @@ async fn write(db: &mut sqlx::SqliteConnection, flow_id: &str, rows: &Rows) -> a
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for e in chunk {
-            q = q.bind(e.0).bind(e.1).bind(&e.2).bind(e.3).bind(e.3).bind(&e.4);
+            q = q
+                .bind(e.0)
+                .bind(e.1)
+                .bind(&e.2)
+                .bind(e.3)
+                .bind(e.3)
+                .bind(&e.4);
         }
         q.execute(&mut *tx).await?;
     }
@@ -202,7 +208,9 @@ pub async fn run(o: Options) -> anyhow::Result<Value> {
 
     let url = format!("sqlite://{}", dir.join("volley.db").display());
     let mut db = sqlx::SqliteConnection::connect(&url).await?;
-    sqlx::query("PRAGMA synchronous = OFF").execute(&mut db).await?;
+    sqlx::query("PRAGMA synchronous = OFF")
+        .execute(&mut db)
+        .await?;
     let t = Instant::now();
     for c in 0..o.contacts {
         if c % CHUNK == 0 {
