@@ -575,6 +575,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::inbound::upsert_contact, crate::inbound::start_flow, crate::inbound::send_message,
         crate::analytics::handoffs, crate::analytics::flows::flow, crate::analytics::flows::contacts,
         crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete,
+        crate::webhooks::update, crate::webhooks::rotate_secret,
         crate::webhooks::deliveries, crate::webhooks::replay,
     ),
     components(schemas(ErrorBody, Identity)),

@@ -581,6 +581,7 @@ impl Channel for Webhook {
         let signed = webhooks::Signed {
             url: &self.url,
             signer: &self.signer,
+            also: None,
             id: &n.id,
             timestamp: now.as_second(),
             body,

@@ -326,6 +326,13 @@ fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/api/webhooks", Message, webhooks::list),
         endpoint(M::POST, "/api/webhooks", Message, webhooks::create),
         endpoint(M::DELETE, "/api/webhooks/{id}", Message, webhooks::delete),
+        endpoint(M::PATCH, "/api/webhooks/{id}", Message, webhooks::update),
+        endpoint(
+            M::POST,
+            "/api/webhooks/{id}/rotate-secret",
+            Message,
+            webhooks::rotate_secret,
+        ),
         endpoint(
             M::GET,
             "/api/webhooks/{id}/deliveries",

@@ -220,6 +220,8 @@ impl PostError {
 pub(crate) struct Signed<'a> {
     pub url: &'a reqwest::Url,
     pub signer: &'a Signer,
+    /// A second key that also signs (the previous secret, while a rotation overlaps).
+    pub also: Option<&'a Signer>,
     /// The `webhook-id`: the same for every attempt of a message.
     pub id: &'a str,
     /// Unix seconds (`webhook-timestamp`): the wall clock, which receivers compare
@@ -243,7 +245,12 @@ pub(crate) async fn post_signed(
             msg.url.host_str().unwrap_or_default(),
         )));
     }
-    let signature = msg.signer.sign(msg.id, msg.timestamp, &msg.body);
+    let mut signature = msg.signer.sign(msg.id, msg.timestamp, &msg.body);
+    if let Some(previous) = msg.also {
+        // Standard Webhooks: space-separated signatures; any one verifying is enough.
+        signature.push(' ');
+        signature.push_str(&previous.sign(msg.id, msg.timestamp, &msg.body));
+    }
     let request = async {
         let mut resp = client
             .post(msg.url.clone())
@@ -302,6 +309,8 @@ struct Endpoint {
     row: WebhookRow,
     url: reqwest::Url,
     signer: Signer,
+    /// The previous secret's key and until when it signs too.
+    previous: Option<(Signer, i64)>,
     /// `None`: every type.
     types: Option<Vec<String>>,
 }
@@ -310,6 +319,10 @@ impl Endpoint {
     fn new(row: WebhookRow) -> Result<Endpoint, String> {
         let url = reqwest::Url::parse(&row.url).map_err(|e| e.to_string())?;
         let signer = Signer::new(&row.secret)?;
+        let previous = match (&row.previous_secret, row.previous_until) {
+            (Some(secret), Some(until)) => Some((Signer::new(secret)?, until)),
+            _ => None,
+        };
         let types = match row.types.trim() {
             "*" => None,
             list => Some(list.split_whitespace().map(String::from).collect()),
@@ -318,6 +331,7 @@ impl Endpoint {
             row,
             url,
             signer,
+            previous,
             types,
         })
     }
@@ -791,6 +805,11 @@ async fn attempt(app: &App, client: &reqwest::Client, row: DeliveryRow) {
             let signed = Signed {
                 url: &endpoint.url,
                 signer: &endpoint.signer,
+                also: endpoint
+                    .previous
+                    .as_ref()
+                    .filter(|(_, until)| at < *until)
+                    .map(|(s, _)| s),
                 id: &row.message_id,
                 timestamp: jiff::Timestamp::now().as_second(),
                 body: row.payload.clone().into_bytes(),
@@ -925,7 +944,24 @@ pub struct WebhookView {
     pub description: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// `false` while paused: deliveries are queued, none is sent.
+    pub enabled: bool,
+    /// After a secret rotation, until when the previous secret signs too (Unix
+    /// milliseconds).
+    pub previous_secret_until: Option<i64>,
     pub deliveries: DeliveryCounts,
+}
+
+/// Changes to an endpoint: only the fields given change.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChange {
+    pub url: Option<String>,
+    pub types: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// `false` pauses the endpoint: deliveries keep being queued and are sent, in order,
+    /// once it is enabled again.
+    pub enabled: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1033,6 +1069,19 @@ fn check_types(types: &[String]) -> Api<String> {
     Ok(out.join(" "))
 }
 
+fn check_description(d: &str) -> Api<String> {
+    let d = d.trim();
+    if d.chars().count() > MAX_DESCRIPTION_CHARS || d.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid-description",
+            format!(
+                "a description has at most {MAX_DESCRIPTION_CHARS} characters, no control characters"
+            ),
+        ));
+    }
+    Ok(d.to_string())
+}
+
 async fn view(app: &App, row: &WebhookRow) -> Api<WebhookView> {
     let mut counts = DeliveryCounts::default();
     for (status, n) in app.store.delivery_counts(&row.id).await? {
@@ -1049,6 +1098,10 @@ async fn view(app: &App, row: &WebhookRow) -> Api<WebhookView> {
         types: row.types.split_whitespace().map(String::from).collect(),
         description: row.description.clone(),
         created_at: row.created_at,
+        enabled: !row.disabled,
+        previous_secret_until: row
+            .previous_until
+            .filter(|until| *until > app.clock.now_ms()),
         deliveries: counts,
     })
 }
@@ -1071,17 +1124,7 @@ pub async fn create(
     let url = new.url.trim().to_string();
     check_url(&url)?;
     let types = check_types(&new.types)?;
-    let description = new.description.trim().to_string();
-    if description.chars().count() > MAX_DESCRIPTION_CHARS
-        || description.chars().any(char::is_control)
-    {
-        return Err(ApiError::unprocessable(
-            "invalid-description",
-            format!(
-                "a description has at most {MAX_DESCRIPTION_CHARS} characters, no control characters"
-            ),
-        ));
-    }
+    let description = check_description(&new.description)?;
     if app.webhooks.endpoints().len() >= MAX_ENDPOINTS {
         return Err(ApiError::conflict(
             "too-many-webhooks",
@@ -1095,6 +1138,9 @@ pub async fn create(
         types,
         description,
         created_at: app.clock.now_ms(),
+        disabled: false,
+        previous_secret: None,
+        previous_until: None,
     };
     app.store.create_webhook(row.clone()).await?;
     app.webhooks.reload(&app).await?;
@@ -1139,6 +1185,84 @@ pub async fn delete(
     }
     app.webhooks.reload(&app).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * HOUR;
+
+async fn endpoint_row(app: &App, id: &str) -> Api<WebhookRow> {
+    app.store
+        .webhooks()
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| unknown_webhook(id))
+}
+
+async fn save(app: &App, row: &WebhookRow) -> Api<()> {
+    if !app.store.update_webhook(row.clone()).await? {
+        return Err(unknown_webhook(&row.id));
+    }
+    app.webhooks.reload(app).await
+}
+
+/// `PATCH /api/webhooks/{id}` (admin): changes the URL, types or description, or
+/// pauses (`"enabled": false`) and resumes the endpoint.
+#[utoipa::path(patch, path = "/api/webhooks/{id}", tag = "webhooks", request_body = WebhookChange,
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("admin_key" = []), ("console_session" = [])))]
+pub async fn update(
+    _: Scoped<scope::Admin>,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: Result<Json<WebhookChange>, JsonRejection>,
+) -> Api<Json<WebhookView>> {
+    let Json(change) = body.map_err(crate::api::json_error)?;
+    let mut row = endpoint_row(&app, &id).await?;
+    if let Some(url) = change.url {
+        let url = url.trim().to_string();
+        check_url(&url)?;
+        row.url = url;
+    }
+    if let Some(types) = change.types {
+        row.types = check_types(&types)?;
+    }
+    if let Some(d) = change.description {
+        row.description = check_description(&d)?;
+    }
+    if let Some(enabled) = change.enabled {
+        row.disabled = !enabled;
+    }
+    save(&app, &row).await?;
+    if !row.disabled {
+        // Deliveries held while paused are due now.
+        app.webhooks.queued.notify_one();
+    }
+    Ok(Json(view(&app, &row).await?))
+}
+
+/// `POST /api/webhooks/{id}/rotate-secret` (admin): a new signing secret (shown once);
+/// for 24 hours every message is signed with both the new and the previous secret.
+#[utoipa::path(post, path = "/api/webhooks/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, body = CreatedWebhook), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_key" = []), ("console_session" = [])))]
+pub async fn rotate_secret(
+    _: Scoped<scope::Admin>,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Api<Json<CreatedWebhook>> {
+    let mut row = endpoint_row(&app, &id).await?;
+    row.previous_secret = Some(std::mem::replace(&mut row.secret, new_secret()));
+    row.previous_until = Some(app.clock.now_ms() + ROTATION_OVERLAP_MS);
+    save(&app, &row).await?;
+    Ok(Json(CreatedWebhook {
+        view: view(&app, &row).await?,
+        secret: row.secret,
+    }))
 }
 
 async fn delivery_views(app: &App, rows: Vec<DeliveryRow>) -> Api<Vec<DeliveryView>> {
@@ -1348,12 +1472,21 @@ async fn console_html(app: &App, csrf: &str, notice: Option<&str>) -> Api<String
             "<section class=\"endpoint\" id=\"wh-{id}\" aria-labelledby=\"h-{id}\">\n\
              <h2 id=\"h-{id}\"><code>{url}</code></h2>\n<dl>\n<dt>Id</dt><dd><code>{id}</code></dd>\n\
              <dt>Description</dt><dd>{desc}</dd>\n<dt>Types</dt><dd>{types}</dd>\n\
-             <dt>Added</dt><dd>{added}</dd>\n<dt>Deliveries</dt><dd>{p} pending, {d} delivered, {x} dead</dd>\n</dl>\n",
+             <dt>Added</dt><dd>{added}</dd>\n<dt>State</dt><dd>{state}</dd>\n\
+             <dt>Deliveries</dt><dd>{p} pending, {d} delivered, {x} dead</dd>\n</dl>\n",
             id = esc(&row.id),
             url = esc(&row.url),
             desc = esc(&row.description),
             types = esc(&v.types.join(", ")),
             added = time_text(row.created_at),
+            state = match (v.enabled, v.previous_secret_until) {
+                (false, _) => "Paused: deliveries are queued, none is sent".to_string(),
+                (true, Some(until)) => format!(
+                    "Enabled; the previous secret also signs until {}",
+                    time_text(until)
+                ),
+                (true, None) => "Enabled".to_string(),
+            },
             p = v.deliveries.pending,
             d = v.deliveries.delivered,
             x = v.deliveries.dead,

@@ -359,6 +359,11 @@ pub struct WebhookRow {
     pub types: String,
     pub description: String,
     pub created_at: Ms,
+    /// Paused: deliveries are queued but not sent.
+    pub disabled: bool,
+    /// The secret before the last rotation, which also signs until `previous_until`.
+    pub previous_secret: Option<String>,
+    pub previous_until: Option<Ms>,
 }
 
 /// How far the webhook dispatcher has read each log: the largest rowid dispatched of
@@ -687,6 +692,9 @@ pub trait Store: Send + Sync + 'static {
     async fn webhooks(&self) -> Result<Vec<WebhookRow>>;
     /// Deletes an endpoint with its deliveries; `false` if there was none.
     async fn delete_webhook(&self, id: &str) -> Result<bool>;
+    /// Replaces an endpoint's settings (url, secrets, types, description, disabled);
+    /// `false` if there is no such endpoint.
+    async fn update_webhook(&self, row: WebhookRow) -> Result<bool>;
     async fn log_cursors(&self) -> Result<LogCursors>;
     /// Log rows after `after`, in rowid order, at most `limit` of each log: conversation
     /// entries that are the first of their conversation or of `event_kinds`, showing-log
@@ -740,7 +748,8 @@ pub trait Store: Send + Sync + 'static {
     /// Contact cohorts `(first day, days after it, contacts active that day)` whose
     /// first day, or the day counted, is in `from_day..=to_day`.
     async fn cohorts(&self, from_day: i64, to_day: i64) -> Result<Vec<(i64, i64, i64)>>;
-    /// Pending deliveries due at `now`, earliest first, at most `limit`.
+    /// Pending deliveries due at `now` of endpoints not paused, earliest first, at most
+    /// `limit`.
     async fn due_deliveries(&self, now: Ms, limit: i64) -> Result<Vec<DeliveryRow>>;
     /// When the earliest pending delivery due after `now` is due.
     async fn next_delivery_after(&self, now: Ms) -> Result<Option<Ms>>;

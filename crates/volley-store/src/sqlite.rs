@@ -125,6 +125,7 @@ enum Write {
         at: Ms,
     },
     CreateWebhook(WebhookRow),
+    UpdateWebhook(WebhookRow),
     DeleteWebhook(String),
     Stats(Box<StatsBatch>),
     Enqueue {
@@ -1001,10 +1002,28 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             Ok(Output::Done)
         }
         Write::Shutdown => Ok(Output::Done),
+        Write::UpdateWebhook(w) => {
+            let done = sqlx::query(
+                "UPDATE webhook_endpoints SET url = ?, secret = ?, types = ?, description = ?,
+                 disabled = ?, previous_secret = ?, previous_until = ? WHERE id = ?",
+            )
+            .bind(&w.url)
+            .bind(&w.secret)
+            .bind(&w.types)
+            .bind(&w.description)
+            .bind(w.disabled)
+            .bind(&w.previous_secret)
+            .bind(w.previous_until)
+            .bind(&w.id)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
         Write::CreateWebhook(w) => {
             sqlx::query(
-                "INSERT INTO webhook_endpoints (id, url, secret, types, description, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO webhook_endpoints (id, url, secret, types, description, created_at,
+                 disabled, previous_secret, previous_until)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&w.id)
             .bind(&w.url)
@@ -1012,6 +1031,9 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             .bind(&w.types)
             .bind(&w.description)
             .bind(w.created_at)
+            .bind(w.disabled)
+            .bind(&w.previous_secret)
+            .bind(w.previous_until)
             .execute(&mut *tx)
             .await?;
             let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhook_endpoints")
@@ -1535,6 +1557,9 @@ fn reached(last: Option<i64>, n: usize, limit: i64, end: i64) -> i64 {
         _ => end,
     }
 }
+
+/// Deliveries whose endpoint is not paused.
+const NOT_PAUSED: &str = "endpoint_id NOT IN (SELECT id FROM webhook_endpoints WHERE disabled = 1)";
 
 const DELIVERY_COLUMNS: &str = "id, endpoint_id, message_id, type, payload, status, attempts, failures, next_at, created_at, updated_at";
 
@@ -2584,9 +2609,21 @@ impl Store for SqliteStore {
     }
 
     async fn webhooks(&self) -> Result<Vec<WebhookRow>> {
-        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT id, url, secret, types, description, created_at FROM webhook_endpoints
-             ORDER BY created_at, id",
+        type Tuple = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            bool,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Tuple> = sqlx::query_as(
+            "SELECT id, url, secret, types, description, created_at, disabled, previous_secret,
+                    previous_until
+             FROM webhook_endpoints ORDER BY created_at, id",
         )
         .fetch_all(&self.read)
         .await?;
@@ -2599,8 +2636,18 @@ impl Store for SqliteStore {
                 types: r.3,
                 description: r.4,
                 created_at: r.5,
+                disabled: r.6,
+                previous_secret: r.7,
+                previous_until: r.8,
             })
             .collect())
+    }
+
+    async fn update_webhook(&self, row: WebhookRow) -> Result<bool> {
+        match self.submit(Write::UpdateWebhook(row)).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("an update answers whether it applied"),
+        }
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<bool> {
@@ -2853,7 +2900,8 @@ impl Store for SqliteStore {
     async fn due_deliveries(&self, now: Ms, limit: i64) -> Result<Vec<DeliveryRow>> {
         let rows: Vec<DeliveryTuple> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
-             WHERE status = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?"
+             WHERE status = 'pending' AND next_at <= ? AND {NOT_PAUSED}
+             ORDER BY next_at, id LIMIT ?"
         )))
         .bind(now)
         .bind(limit)
@@ -2863,9 +2911,10 @@ impl Store for SqliteStore {
     }
 
     async fn next_delivery_after(&self, now: Ms) -> Result<Option<Ms>> {
-        let (at,): (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending' AND next_at > ?",
-        )
+        let (at,): (Option<i64>,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT MIN(next_at) FROM webhook_deliveries
+             WHERE status = 'pending' AND next_at > ? AND {NOT_PAUSED}"
+        )))
         .bind(now)
         .fetch_one(&self.read)
         .await?;

@@ -938,3 +938,109 @@ async fn a_premiere_sends_registrations_attendance_and_offer_clicks() {
     until("3 deliveries", || rx.count() == 3).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_endpoint_holds_its_deliveries_and_a_rotated_secret_overlaps() {
+    let rx = receiver().await;
+    let clock = Arc::new(ManualClock::new("2026-12-01T10:00:00Z".parse().unwrap()));
+    let server = start(Some(clock), true).await;
+    let app = &server.running.app;
+    let (id, old) = add_endpoint(&server, &rx.url("ok"), json!(["conversation.started"])).await;
+    let path = format!("/api/webhooks/{id}");
+    let (status, v) = api(
+        &server,
+        "PATCH",
+        &path,
+        json!({"enabled": false, "description": "paused for maintenance"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["enabled"], false);
+    assert_eq!(v["description"], "paused for maintenance");
+    // While paused, deliveries are queued but none is tried.
+    start_conversation(&server, "quick").await;
+    start_conversation(&server, "quick").await;
+    app.webhooks.settled(app).await;
+    let held = deliveries(&server, &id, "").await;
+    assert_eq!(held.len(), 2);
+    assert!(
+        held.iter()
+            .all(|d| d["status"] == "pending" && d["attempts"] == 0)
+    );
+    assert_eq!(*app.webhooks.attempts().borrow(), 0);
+    assert_eq!(rx.count(), 0);
+
+    // A new secret; the previous one keeps signing for 24 hours.
+    let (status, v) = api(
+        &server,
+        "POST",
+        &format!("{path}/rotate-secret"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let new = v["secret"].as_str().unwrap().to_string();
+    assert!(new.starts_with("whsec_") && new != old);
+    let overlap_ends = v["previous_secret_until"].as_i64().unwrap();
+    let now = app.clock.now_ms();
+    assert_eq!(overlap_ends - now, 24 * 3_600_000, "{v}");
+
+    // Resumed: the held deliveries go out, each signed with both secrets.
+    let (status, v) = api(&server, "PATCH", &path, json!({"enabled": true})).await;
+    assert_eq!(status, 200, "{v}");
+    attempts(&server, 2).await;
+    until("both delivered", || rx.count() == 2).await;
+    let requests: Vec<(HeaderMap, Vec<u8>)> = rx
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.headers.clone(), r.body.to_vec()))
+        .collect();
+    for (headers, body) in &requests {
+        assert!(signed_with(&new, headers, body));
+        assert!(signed_with(&old, headers, body));
+    }
+    for secret in [&new, &old] {
+        if let Some(verdicts) = reference_verify(secret, &requests) {
+            assert!(verdicts.iter().all(|v| v["ok"] == true), "{verdicts:?}");
+        }
+    }
+
+    // Bad changes are refused and change nothing.
+    for (body, status, code) in [
+        (json!({"url": "ftp://example.com/x"}), 422, "invalid-url"),
+        (json!({"types": ["nope"]}), 422, "invalid-types"),
+        (
+            json!({"description": "a\u{7}b"}),
+            422,
+            "invalid-description",
+        ),
+        (json!({"colour": "red"}), 400, "bad-json"),
+    ] {
+        let (s, e) = api(&server, "PATCH", &path, body.clone()).await;
+        assert_eq!(s, status, "{body}: {e}");
+        assert_eq!(e["code"], code, "{body}: {e}");
+    }
+    let (s, e) = api(
+        &server,
+        "PATCH",
+        "/api/webhooks/wh_nope",
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("unknown-webhook")));
+    let (s, _) = api(
+        &server,
+        "POST",
+        "/api/webhooks/wh_nope/rotate-secret",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, list) = api(&server, "GET", "/api/webhooks", Value::Null).await;
+    assert_eq!(list[0]["url"], rx.url("ok"));
+    assert_eq!(list[0]["types"], json!(["conversation.started"]));
+    assert_eq!(list[0]["enabled"], true);
+    server.stop().await;
+}

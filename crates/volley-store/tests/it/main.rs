@@ -477,6 +477,9 @@ async fn the_logs_are_read_as_an_outbox_behind_cursors_moved_with_the_deliveries
         types: "*".into(),
         description: String::new(),
         created_at: 1,
+        disabled: false,
+        previous_secret: None,
+        previous_until: None,
     };
     store.create_webhook(endpoint("wh_a")).await.unwrap();
     let from = store.log_cursors().await.unwrap();
