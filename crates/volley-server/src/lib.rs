@@ -12,13 +12,16 @@ mod audience;
 pub mod auth;
 mod campaigns;
 pub mod channels;
+mod charts;
 mod clock;
 mod config;
 mod console;
 mod contacts;
 mod conversation;
+mod dashboards;
 mod desk_api;
 mod error;
+mod event_stats;
 mod events;
 mod exports;
 mod flows;
@@ -85,6 +88,8 @@ pub struct App {
     pub in_flight: inbound::InFlight,
     /// Outbound webhooks: the endpoints and the dispatcher's and sender's signals.
     pub webhooks: webhooks::Webhooks,
+    /// Event analytics: the tailer's progress.
+    pub event_stats: event_stats::EventStats,
 }
 
 /// How large a route's request body may be.
@@ -146,6 +151,24 @@ fn endpoints() -> Vec<Endpoint> {
             "/api/events/{id}/attendance",
             Message,
             exports::attendance,
+        ),
+        endpoint(
+            M::GET,
+            "/api/analytics/events/{id}",
+            Message,
+            event_stats::event,
+        ),
+        endpoint(
+            M::GET,
+            "/console/analytics/events/{id}",
+            Message,
+            dashboards::event_page,
+        ),
+        endpoint(
+            M::GET,
+            "/console/analytics/handoffs",
+            Message,
+            dashboards::handoffs_page,
         ),
         endpoint(M::GET, "/api/events", FlowSource, events::list),
         endpoint(M::POST, "/api/events", FlowSource, events::publish_event),
@@ -467,6 +490,7 @@ pub async fn start_with_store(
         premieres: premiere::Rooms::default(),
         in_flight: inbound::InFlight::default(),
         webhooks: webhooks::Webhooks::default(),
+        event_stats: event_stats::EventStats::default(),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -532,6 +556,7 @@ pub async fn start_with_store(
     premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
     let webhook_tasks = webhooks::start(&app);
+    let event_stats_task = event_stats::start(&app);
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -555,6 +580,7 @@ pub async fn start_with_store(
         for t in webhook_tasks {
             let _ = t.await;
         }
+        let _ = event_stats_task.await;
     });
     Ok(Running {
         addr,
