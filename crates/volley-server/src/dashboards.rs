@@ -136,10 +136,10 @@ fn event_html(r: &EventReport) -> String {
             vec!["Chat messages".into(), r.chat.messages.to_string()],
         ],
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section aria-labelledby=\"h-summary\"><h2 id=\"h-summary\">Summary</h2>{summary}\
-         <p><a href=\"{}\" download>CSV of every figure</a></p></section>\n",
+         <p><a href=\"{}\" download>CSV of every figure</a></p></section>",
         esc(&csv)
     );
     let minute = |m: usize| m as f64;
@@ -302,10 +302,10 @@ fn event_html(r: &EventReport) -> String {
             ]
         })
         .collect();
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section id=\"offers\" aria-labelledby=\"h-offers\"><h2 id=\"h-offers\">Offers</h2>{}\
-         <p><a href=\"{}\" download>CSV</a></p></section>\n",
+         <p><a href=\"{}\" download>CSV</a></p></section>",
         table(
             &[
                 "Offer",
@@ -349,12 +349,12 @@ pub async fn event_page(
 fn handoff_html(r: &HandoffReport) -> String {
     let mut h = String::with_capacity(16 * 1024);
     head(&mut h, "Hand-offs");
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<form method=\"get\" action=\"/console/analytics/handoffs\">\
          <label>From <input name=\"from\" value=\"{f}\"></label> \
          <label>To <input name=\"to\" value=\"{t}\"></label> \
-         <button type=\"submit\">Show</button></form>\n",
+         <button type=\"submit\">Show</button></form>",
         f = esc(&r.from),
         t = esc(&r.to),
     );
@@ -397,11 +397,11 @@ fn handoff_html(r: &HandoffReport) -> String {
         };
         line(&format!("Agent {name}"), &a.figures)
     }));
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<section aria-labelledby=\"h-summary\"><h2 id=\"h-summary\">Summary</h2>\
          <p>{} conversations started; hand-off rate {}, containment {}{}.</p>{}\
-         <p><a href=\"{}\" download>CSV</a></p></section>\n",
+         <p><a href=\"{}\" download>CSV</a></p></section>",
         r.conversations_started,
         opt(r.handoff_rate_percent, " %"),
         opt(r.containment_rate_percent, " %"),
@@ -409,7 +409,8 @@ fn handoff_html(r: &HandoffReport) -> String {
         table(&headers, &rows),
         esc(&csv),
     );
-    let groups: [(&str, &str, Vec<(String, &Group)>); 2] = [
+    type Groups<'a> = [(&'a str, &'a str, Vec<(String, &'a Group)>); 2];
+    let groups: Groups = [
         (
             "queues",
             "queue",
