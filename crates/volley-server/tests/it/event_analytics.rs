@@ -46,12 +46,17 @@ type Ws =
 struct Viewer {
     ws: Ws,
     id: String,
+    token: String,
     n: u64,
 }
 
 impl Viewer {
     async fn join(server: &TestServer, token: Option<&str>) -> Viewer {
         let query = token.map(|t| format!("viewer={t}")).unwrap_or_default();
+        Viewer::join_with(server, &query).await
+    }
+
+    async fn join_with(server: &TestServer, query: &str) -> Viewer {
         let url = format!("ws://{}/events/talk/ws?{query}", server.running.addr);
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
@@ -59,11 +64,13 @@ impl Viewer {
         let mut v = Viewer {
             ws,
             id: String::new(),
+            token: String::new(),
             n: 0,
         };
         let hello = v.frame().await;
         assert_eq!(hello["t"], "hello", "{hello}");
         v.id = hello["viewer_id"].as_str().unwrap().into();
+        v.token = hello["viewer"].as_str().unwrap().into();
         v
     }
 
@@ -503,5 +510,64 @@ async fn event_analytics_survive_a_restart_without_counting_twice() {
     );
     assert_eq!(r["retention"][5]["viewers"], 1);
     assert_eq!(r["watch_time"]["total_s"], 240.0);
+
+    // 19:20, after the end: a fifth viewer replays the whole talk over five
+    // connections of 115 s each (575 s of 600: a completion, summed over connections).
+    clock.advance(Duration::from_secs(15 * 60));
+    let mut token = String::new();
+    for k in 0..5 {
+        let query = if token.is_empty() {
+            format!("showing={SHOWING}")
+        } else {
+            format!("showing={SHOWING}&viewer={token}")
+        };
+        let mut e = Viewer::join_with(&server, &query).await;
+        token = e.token.clone();
+        e.watch(k * 120_000, k * 120_000 + 115_000).await;
+        leave(&server, e).await;
+    }
+    let (_, r) = report(&server, "").await;
+    let pick = |k: &str| r[k].clone();
+    assert_eq!(
+        [
+            pick("attendees"),
+            pick("live_attendees"),
+            pick("replay_attendees"),
+            pick("peak_concurrency")
+        ],
+        [json!(5), json!(4), json!(1), json!(3)],
+        "{r}"
+    );
+    let w = &r["watch_time"];
+    assert_eq!(
+        (
+            &w["total_s"],
+            &w["completed"],
+            &w["completion_rate_percent"]
+        ),
+        (&json!(815.0), &json!(1), &json!(20.0)),
+        "{w}"
+    );
+    assert_eq!(w["buckets"][9]["viewers"], 1);
+    let retention: Vec<u64> = r["retention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["viewers"].as_u64().unwrap())
+        .collect();
+    // A, B, C and the replay; A, C and the replay; then the replay (and D at minute 5).
+    assert_eq!(retention, [4, 3, 1, 1, 1, 2, 1, 1, 1, 1]);
+    // The live window (now over) holds D's join at 19:05 (an instant: no time), and
+    // not the replay, which came after it.
+    let peaks: Vec<i64> = r["concurrency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["peak"].as_i64().unwrap())
+        .collect();
+    assert_eq!(peaks, [3, 3, 1, 0, 0, 1, 0, 0, 0, 0]);
+    assert_eq!(r["concurrency"][9]["average"], 0.0);
+    // (3 × 60 + 2.5 × 60 + 1 × 60) / 600 s.
+    assert_eq!(r["average_concurrency"], 0.65);
     server.stop().await;
 }
