@@ -6,6 +6,8 @@
 //! Everything is read from the `handoffs` rows (one per hand-off, with its timestamps),
 //! by period through an index: no log is replayed.
 
+pub mod flows;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use volley_store::HandoffRow;
+use volley_store::{HandoffRow, ReplyRow};
 
 use crate::App;
 use crate::auth::{Scoped, scope};
@@ -75,6 +77,9 @@ pub struct Group {
     pub resolved: usize,
     /// Request → first reply by a person, calendar time.
     pub first_response: Stat,
+    /// Every reply by a person sent in the period: the participant's wait since their
+    /// first message the reply answers (calendar time).
+    pub reply: Stat,
     /// The same, counting only the queue's open hours.
     pub first_response_business: Stat,
     /// Request → assignment to an agent.
@@ -124,7 +129,7 @@ fn pct(part: usize, whole: usize) -> Option<f64> {
 }
 
 /// The figures of `rows`, business hours by each row's queue calendar.
-fn group(app: &App, rows: &[&HandoffRow]) -> Group {
+fn group(app: &App, rows: &[&HandoffRow], replies: &[&ReplyRow]) -> Group {
     let business = |q: &str, from: i64, to: i64| -> i64 {
         let hours = app
             .config
@@ -152,6 +157,7 @@ fn group(app: &App, rows: &[&HandoffRow]) -> Group {
                 .filter_map(|r| since(r, r.first_reply_at))
                 .collect(),
         ),
+        reply: stat(replies.iter().map(|r| r.wait_ms).collect()),
         first_response_business: stat(
             rows.iter()
                 .filter_map(|r| {
@@ -232,14 +238,24 @@ pub(crate) async fn handoff_report(
         .into_iter()
         .map(|u| (u.id, u.name))
         .collect();
+    let replies = app
+        .store
+        .replies_between(from, to, MAX_REPORT_HANDOFFS * 10)
+        .await?;
     let all: Vec<&HandoffRow> = rows.iter().collect();
-    let mut by_queue: BTreeMap<&str, Vec<&HandoffRow>> = BTreeMap::new();
-    let mut by_agent: BTreeMap<&str, Vec<&HandoffRow>> = BTreeMap::new();
+    let all_replies: Vec<&ReplyRow> = replies.iter().collect();
+    type Rows<'a> = (Vec<&'a HandoffRow>, Vec<&'a ReplyRow>);
+    let mut by_queue: BTreeMap<&str, Rows> = BTreeMap::new();
+    let mut by_agent: BTreeMap<&str, Rows> = BTreeMap::new();
     for r in rows {
-        by_queue.entry(r.queue.as_str()).or_default().push(r);
+        by_queue.entry(r.queue.as_str()).or_default().0.push(r);
         if let Some(a) = r.agent_id.as_deref() {
-            by_agent.entry(a).or_default().push(r);
+            by_agent.entry(a).or_default().0.push(r);
         }
+    }
+    for r in &replies {
+        by_queue.entry(r.queue.as_str()).or_default().1.push(r);
+        by_agent.entry(r.agent_id.as_str()).or_default().1.push(r);
     }
     let report = HandoffReport {
         from: from_text.to_string(),
@@ -249,20 +265,20 @@ pub(crate) async fn handoff_report(
         containment_rate_percent: pct(rows.len(), started as usize)
             .map(|p| ((100.0 - p) * 10.0).round() / 10.0),
         truncated,
-        overall: group(app, &all),
+        overall: group(app, &all, &all_replies),
         queues: by_queue
             .into_iter()
-            .map(|(q, r)| QueueGroup {
+            .map(|(q, (r, replies))| QueueGroup {
                 queue: q.into(),
-                figures: group(app, &r),
+                figures: group(app, &r, &replies),
             })
             .collect(),
         agents: by_agent
             .into_iter()
-            .map(|(a, r)| AgentGroup {
+            .map(|(a, (r, replies))| AgentGroup {
                 agent_id: a.into(),
                 agent: names.get(a).cloned().unwrap_or_default(),
-                figures: group(app, &r),
+                figures: group(app, &r, &replies),
             })
             .collect(),
     };
@@ -310,6 +326,9 @@ pub async fn handoffs(
             "first_response_p90_s",
             "first_response_mean_s",
             "first_response_business_p50_s",
+            "reply_count",
+            "reply_p50_s",
+            "reply_p90_s",
             "wait_p50_s",
             "resolution_p50_s",
             "resolution_business_p50_s",
@@ -332,6 +351,9 @@ pub async fn handoffs(
             opt(g.first_response.p90_s),
             opt(g.first_response.mean_s),
             opt(g.first_response_business.p50_s),
+            g.reply.count.to_string(),
+            opt(g.reply.p50_s),
+            opt(g.reply.p90_s),
             opt(g.wait.p50_s),
             opt(g.resolution.p50_s),
             opt(g.resolution_business.p50_s),

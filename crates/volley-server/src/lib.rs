@@ -33,6 +33,7 @@ mod outbound;
 mod premiere;
 mod scheduler;
 mod session;
+pub mod stats;
 mod telemetry;
 pub mod webhooks;
 mod wire;
@@ -90,6 +91,8 @@ pub struct App {
     pub webhooks: webhooks::Webhooks,
     /// Event analytics: the tailer's progress.
     pub event_stats: event_stats::EventStats,
+    /// Where the analytics aggregator has read the conversation log up to (a rowid).
+    pub stats: watch::Sender<i64>,
 }
 
 /// How large a route's request body may be.
@@ -371,6 +374,18 @@ fn endpoints() -> Vec<Endpoint> {
             Message,
             analytics::handoffs,
         ),
+        endpoint(
+            M::GET,
+            "/api/analytics/flows/{id}",
+            Message,
+            analytics::flows::flow,
+        ),
+        endpoint(
+            M::GET,
+            "/api/analytics/contacts",
+            Message,
+            analytics::flows::contacts,
+        ),
         endpoint(M::GET, "/metrics", Message, telemetry::render),
         endpoint(M::GET, "/healthz", Message, api::healthz),
         endpoint(M::GET, "/readyz", Message, api::readyz),
@@ -491,6 +506,7 @@ pub async fn start_with_store(
         in_flight: inbound::InFlight::default(),
         webhooks: webhooks::Webhooks::default(),
         event_stats: event_stats::EventStats::default(),
+        stats: watch::Sender::new(0),
     });
     let now = app.clock.now_ms();
     app.flows
@@ -557,6 +573,7 @@ pub async fn start_with_store(
     let desk = tokio::spawn(handoff::run(app.clone()));
     let webhook_tasks = webhooks::start(&app);
     let event_stats_task = event_stats::start(&app);
+    let aggregator = tokio::spawn(stats::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
             let idle = sweeper_app.config.limits.idle_conversation_secs as i64 * 1000;
@@ -581,6 +598,7 @@ pub async fn start_with_store(
             let _ = t.await;
         }
         let _ = event_stats_task.await;
+        let _ = aggregator.await;
     });
     Ok(Running {
         addr,

@@ -384,6 +384,8 @@ pub struct FeedEvent {
     pub seq: i64,
     pub kind: String,
     pub at: Ms,
+    /// When the participant sees it (after its pacing pause).
+    pub visible_at: Ms,
     pub data: String,
 }
 
@@ -412,6 +414,52 @@ pub struct LogPage {
     /// Past every row returned and every row of the kinds not asked for; below rows
     /// not read yet.
     pub upto: LogCursors,
+}
+
+/// Counters to add: `n` and `total` are added to the row of (flow, version, day,
+/// metric, key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatDelta {
+    pub flow_id: String,
+    pub version: i64,
+    pub day: i64,
+    pub metric: &'static str,
+    pub key: String,
+    pub n: i64,
+    pub total: f64,
+}
+
+/// A counter summed over days.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatTotal {
+    pub metric: String,
+    pub key: String,
+    pub n: i64,
+    pub total: f64,
+}
+
+/// A person's reply in a hand-off, and how long the participant had waited for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyRow {
+    pub conversation_id: String,
+    pub at: Ms,
+    pub agent_id: String,
+    pub queue: String,
+    pub wait_ms: i64,
+}
+
+/// What one round of the analytics aggregator writes (see [`Store::apply_stats`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatsBatch {
+    pub from: i64,
+    pub to: i64,
+    pub deltas: Vec<StatDelta>,
+    /// `(conversation id, state)`, replacing what was saved.
+    pub progress: Vec<(String, String)>,
+    pub replies: Vec<ReplyRow>,
+    /// `(contact id, day)`: the contact was active that day. The first activity of a
+    /// contact on a day counts once in its cohort (first day, days since).
+    pub activity: Vec<(String, i64)>,
 }
 
 /// A message to deliver to an endpoint.
@@ -660,6 +708,38 @@ pub trait Store: Send + Sync + 'static {
         to: LogCursors,
         deliveries: Vec<NewDelivery>,
     ) -> Result<bool>;
+    // Analytics (pre-aggregated as the log is written; docs/metrics.md).
+    /// How far the analytics aggregator has read the conversation log (a rowid).
+    async fn stats_cursor(&self) -> Result<i64>;
+    /// Conversation log entries after rowid `after`, in rowid order, at most `limit`:
+    /// those that are the first of their conversation or of `kinds`; with the rowid
+    /// they reach (past every entry of other kinds, below entries not read yet).
+    async fn events_since(
+        &self,
+        after: i64,
+        kinds: &[&str],
+        limit: i64,
+    ) -> Result<(Vec<FeedEvent>, i64)>;
+    /// The aggregator's saved state of these conversations (`(conversation id, data)`).
+    async fn stats_progress(&self, conversation_ids: &[String]) -> Result<Vec<(String, String)>>;
+    /// In one transaction: adds the counters, saves the conversations' state, records
+    /// replies and contact activity, and moves the cursor from `batch.from` to
+    /// `batch.to`. `false` (and nothing written) when the cursor is no longer at `from`.
+    async fn apply_stats(&self, batch: StatsBatch) -> Result<bool>;
+    /// A flow's counters summed over days `from_day..=to_day` (days since 1970-01-01,
+    /// UTC), of one version or all.
+    async fn flow_stats(
+        &self,
+        flow_id: &str,
+        version: Option<i64>,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<StatTotal>>;
+    /// Human replies in hand-offs sent in `from..to`, oldest first, at most `limit`.
+    async fn replies_between(&self, from: Ms, to: Ms, limit: i64) -> Result<Vec<ReplyRow>>;
+    /// Contact cohorts `(first day, days after it, contacts active that day)` whose
+    /// first day, or the day counted, is in `from_day..=to_day`.
+    async fn cohorts(&self, from_day: i64, to_day: i64) -> Result<Vec<(i64, i64, i64)>>;
     /// Pending deliveries due at `now`, earliest first, at most `limit`.
     async fn due_deliveries(&self, now: Ms, limit: i64) -> Result<Vec<DeliveryRow>>;
     /// When the earliest pending delivery due after `now` is due.

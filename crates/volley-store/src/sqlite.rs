@@ -133,6 +133,7 @@ enum Write {
     },
     CreateWebhook(WebhookRow),
     DeleteWebhook(String),
+    Stats(Box<StatsBatch>),
     Enqueue {
         from: LogCursors,
         to: LogCursors,
@@ -270,6 +271,65 @@ pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<Backup> 
 }
 
 impl SqliteStore {
+    /// Conversation log entries in `after..=end` by rowid that are the first of their
+    /// conversation or of `kinds`, at most `limit` (the outboxes' reading).
+    async fn conversation_feed(
+        &self,
+        after: i64,
+        end: i64,
+        kinds: &[&str],
+        limit: i64,
+    ) -> Result<Vec<FeedEvent>> {
+        type EventTuple = (
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            String,
+            i64,
+            i64,
+            String,
+        );
+        let sql = format!(
+            "SELECT e.rowid, c.id, c.flow_id, c.flow_version, c.contact_id, k.external_id, c.origin,
+                    e.seq, e.kind, e.at, e.visible_at, e.data
+             FROM events e JOIN conversations c ON c.no = e.conversation
+             LEFT JOIN contacts k ON k.id = c.contact_id
+             WHERE e.rowid > ? AND e.rowid <= ? AND (e.seq = 1 OR e.kind IN ({}))
+             ORDER BY e.rowid LIMIT ?",
+            placeholders(kinds.len())
+        );
+        let mut q = sqlx::query_as::<_, EventTuple>(AssertSqlSafe(sql))
+            .bind(after)
+            .bind(end);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        Ok(q.bind(limit)
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|r| FeedEvent {
+                position: r.0,
+                conversation_id: r.1,
+                flow_id: r.2,
+                flow_version: r.3,
+                contact_id: r.4,
+                external_id: r.5,
+                origin: r.6,
+                seq: r.7,
+                kind: r.8,
+                at: r.9,
+                visible_at: r.10,
+                data: r.11,
+            })
+            .collect())
+    }
+
     /// Opens (creating if needed) the database and runs migrations.
     pub async fn open(options: SqliteOptions) -> Result<Self> {
         let opts = connect_options(&options.url, options.durable)?;
@@ -984,6 +1044,89 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
                 .execute(&mut *tx)
                 .await?;
             Ok(Output::Deleted(done.rows_affected() == 1))
+        }
+        Write::Stats(b) => {
+            let (at,): (i64,) = sqlx::query_as("SELECT position FROM stats_cursor WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+            if at != b.from {
+                return Ok(Output::Deleted(false));
+            }
+            for chunk in shaped(&b.deltas) {
+                let sql = multi_row(
+                    "INSERT INTO flow_stats (flow_id, version, day, metric, key, n, total) VALUES ",
+                    7,
+                    chunk.len(),
+                ) + " ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total";
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for d in chunk {
+                    q = q
+                        .bind(&d.flow_id)
+                        .bind(d.version)
+                        .bind(d.day)
+                        .bind(d.metric)
+                        .bind(&d.key)
+                        .bind(d.n)
+                        .bind(d.total);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in shaped(&b.progress) {
+                let sql = multi_row(
+                    "INSERT OR REPLACE INTO stats_progress (conversation_id, data) VALUES ",
+                    2,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (id, data) in chunk {
+                    q = q.bind(id).bind(data);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in shaped(&b.replies) {
+                let sql = multi_row(
+                    "INSERT INTO handoff_replies (conversation_id, at, agent_id, queue, wait_ms) VALUES ",
+                    5,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q
+                        .bind(&r.conversation_id)
+                        .bind(r.at)
+                        .bind(&r.agent_id)
+                        .bind(&r.queue)
+                        .bind(r.wait_ms);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for (contact, day) in &b.activity {
+                let new = sqlx::query(
+                    "INSERT OR IGNORE INTO contact_days (contact_id, day) VALUES (?, ?)",
+                )
+                .bind(contact)
+                .bind(day)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if new {
+                    sqlx::query(
+                        "INSERT INTO cohorts (first_day, days_after, n)
+                         SELECT MIN(day), ? - MIN(day), 1 FROM contact_days WHERE contact_id = ?
+                         ON CONFLICT DO UPDATE SET n = n + 1",
+                    )
+                    .bind(day)
+                    .bind(contact)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            sqlx::query("UPDATE stats_cursor SET position = ? WHERE id = 1")
+                .bind(b.to)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Output::Deleted(true))
         }
         Write::Enqueue {
             from,
@@ -2544,53 +2687,9 @@ impl Store for SqliteStore {
         )
         .fetch_one(&self.read)
         .await?;
-        type EventTuple = (
-            i64,
-            String,
-            String,
-            i64,
-            String,
-            Option<String>,
-            Option<String>,
-            i64,
-            String,
-            i64,
-            String,
-        );
-        let sql = format!(
-            "SELECT e.rowid, c.id, c.flow_id, c.flow_version, c.contact_id, k.external_id, c.origin,
-                    e.seq, e.kind, e.at, e.data
-             FROM events e JOIN conversations c ON c.no = e.conversation
-             LEFT JOIN contacts k ON k.id = c.contact_id
-             WHERE e.rowid > ? AND e.rowid <= ? AND (e.seq = 1 OR e.kind IN ({}))
-             ORDER BY e.rowid LIMIT ?",
-            placeholders(event_kinds.len())
-        );
-        let mut q = sqlx::query_as::<_, EventTuple>(AssertSqlSafe(sql))
-            .bind(after.events)
-            .bind(ends.0);
-        for k in event_kinds {
-            q = q.bind(*k);
-        }
-        let events: Vec<FeedEvent> = q
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?
-            .into_iter()
-            .map(|r| FeedEvent {
-                position: r.0,
-                conversation_id: r.1,
-                flow_id: r.2,
-                flow_version: r.3,
-                contact_id: r.4,
-                external_id: r.5,
-                origin: r.6,
-                seq: r.7,
-                kind: r.8,
-                at: r.9,
-                data: r.10,
-            })
-            .collect();
+        let events = self
+            .conversation_feed(after.events, ends.0, event_kinds, limit)
+            .await?;
         // `repeat` looks the viewer's rows up by `showing_log_viewer` (the unary `+`
         // keeps the planner off the primary key: a busy showing has many rows).
         let sql = format!(
@@ -2696,6 +2795,115 @@ impl Store for SqliteStore {
             Output::Deleted(d) => Ok(d),
             _ => unreachable!("an enqueue answers whether it applied"),
         }
+    }
+
+    async fn stats_cursor(&self) -> Result<i64> {
+        let (at,): (i64,) = sqlx::query_as("SELECT position FROM stats_cursor WHERE id = 1")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(at)
+    }
+
+    async fn events_since(
+        &self,
+        after: i64,
+        kinds: &[&str],
+        limit: i64,
+    ) -> Result<(Vec<FeedEvent>, i64)> {
+        // The end first: every row up to it is committed (see `log_since`).
+        let (end,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(rowid), 0) FROM events")
+            .fetch_one(&self.read)
+            .await?;
+        let events = self.conversation_feed(after, end, kinds, limit).await?;
+        let upto = reached(events.last().map(|e| e.position), events.len(), limit, end).max(after);
+        Ok((events, upto))
+    }
+
+    async fn stats_progress(&self, conversation_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::with_capacity(conversation_ids.len());
+        for chunk in shaped(conversation_ids) {
+            let sql = format!(
+                "SELECT conversation_id, data FROM stats_progress WHERE conversation_id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            out.extend(q.fetch_all(&self.read).await?);
+        }
+        Ok(out)
+    }
+
+    async fn apply_stats(&self, batch: StatsBatch) -> Result<bool> {
+        match self.submit(Write::Stats(Box::new(batch))).await? {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("applying stats answers whether it applied"),
+        }
+    }
+
+    async fn flow_stats(
+        &self,
+        flow_id: &str,
+        version: Option<i64>,
+        from_day: i64,
+        to_day: i64,
+    ) -> Result<Vec<StatTotal>> {
+        let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
+            "SELECT metric, key, SUM(n), SUM(total) FROM flow_stats
+             WHERE flow_id = ? AND day >= ? AND day <= ? AND (? IS NULL OR version = ?)
+             GROUP BY metric, key ORDER BY metric, key",
+        )
+        .bind(flow_id)
+        .bind(from_day)
+        .bind(to_day)
+        .bind(version)
+        .bind(version)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(metric, key, n, total)| StatTotal {
+                metric,
+                key,
+                n,
+                total,
+            })
+            .collect())
+    }
+
+    async fn replies_between(&self, from: Ms, to: Ms, limit: i64) -> Result<Vec<ReplyRow>> {
+        let rows: Vec<(String, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT conversation_id, at, agent_id, queue, wait_ms FROM handoff_replies
+             WHERE at >= ? AND at < ? ORDER BY at LIMIT ?",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(conversation_id, at, agent_id, queue, wait_ms)| ReplyRow {
+                conversation_id,
+                at,
+                agent_id,
+                queue,
+                wait_ms,
+            })
+            .collect())
+    }
+
+    async fn cohorts(&self, from_day: i64, to_day: i64) -> Result<Vec<(i64, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT first_day, days_after, n FROM cohorts
+             WHERE first_day BETWEEN ?1 AND ?2 OR first_day + days_after BETWEEN ?1 AND ?2
+             ORDER BY first_day, days_after",
+        )
+        .bind(from_day)
+        .bind(to_day)
+        .fetch_all(&self.read)
+        .await?)
     }
 
     async fn due_deliveries(&self, now: Ms, limit: i64) -> Result<Vec<DeliveryRow>> {
