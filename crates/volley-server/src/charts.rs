@@ -217,7 +217,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
 }
 
 /// Horizontal bars, one per `(label, value)`, each with its label on the left and its
-/// value (with `unit`) at its end; the scale starts at 0.
+/// value at its end; the scale (labelled `unit`) starts at 0.
 pub fn bar_chart(title: &str, bars: &[(String, f64)], unit: &str) -> String {
     const ROW: f64 = 26.0;
     const LABELS: f64 = 170.0;
@@ -254,7 +254,7 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)], unit: &str) -> String {
             h,
             "<g><text x=\"{lx}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"#222\">{l}</text>\
              <rect x=\"{LABELS}\" y=\"{ry:.1}\" width=\"{w:.1}\" height=\"{bh}\" fill=\"{c}\"/>\
-             <text x=\"{vx:.1}\" y=\"{ty:.1}\" fill=\"#222\">{val}{u}</text></g>",
+             <text x=\"{vx:.1}\" y=\"{ty:.1}\" fill=\"#222\">{val}</text></g>",
             lx = LABELS - 8.0,
             ty = y + ROW / 2.0 + 4.0,
             l = esc(label),
@@ -263,11 +263,6 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)], unit: &str) -> String {
             c = PALETTE[0],
             vx = LABELS + w + 6.0,
             val = number(*v),
-            u = if unit.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", esc(unit))
-            },
         );
     }
     let _ = write!(
@@ -368,7 +363,10 @@ mod tests {
         assert!(s.contains(">3</text>") && s.contains(">1.5</text>"), "{s}");
         let b = bar_chart("Votes", &[("A".into(), 2.0), ("B".into(), 1.0)], "votes");
         assert!(b.contains("role=\"img\"") && b.contains(">A</text>"));
-        assert!(b.contains(">2 votes</text>"), "{b}");
+        assert!(
+            b.contains(">2</text>") && b.contains(">votes</text>"),
+            "{b}"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn figure(h: &mut String, id: &str, heading: &str, chart: &str, numbers: &str, c
         h,
         "<section class=\"dashboard-figure\" id=\"{id}\" aria-labelledby=\"h-{id}\">\n\
          <h2 id=\"h-{id}\">{heading}</h2>\n<div class=\"chart-and-table\">\n\
-         <figure>{chart}</figure>\n<div class=\"numbers\">{numbers}\
+         <figure>{chart}</figure>\n<div><div class=\"numbers\">{numbers}</div>\
          <p><a href=\"{csv}\" download>CSV</a></p></div>\n</div>\n</section>\n",
         heading = esc(heading),
         csv = esc(csv),
@@ -504,5 +504,65 @@ pub async fn handoffs_page(
     match crate::analytics::handoff_report(&app, &from, &to).await {
         Ok(r) => crate::console::page(StatusCode::OK, handoff_html(&r)),
         Err(e) => crate::console::message_page(e.status, "Cannot show hand-offs", &e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::{AgentGroup, QueueGroup, Stat};
+
+    #[test]
+    fn the_handoff_page_draws_queues_and_agents_with_their_tables() {
+        let g = |handoffs: usize, p50: f64| Group {
+            handoffs,
+            resolved: handoffs,
+            first_response: Stat {
+                count: handoffs,
+                p50_s: Some(p50),
+                ..Stat::default()
+            },
+            ..Group::default()
+        };
+        let r = HandoffReport {
+            from: "2026-12-01T00:00:00Z".into(),
+            to: "2026-12-08T00:00:00Z".into(),
+            conversations_started: 10,
+            handoff_rate_percent: Some(30.0),
+            containment_rate_percent: Some(70.0),
+            truncated: false,
+            overall: g(3, 40.0),
+            queues: vec![
+                QueueGroup {
+                    queue: "sales".into(),
+                    figures: g(2, 30.0),
+                },
+                QueueGroup {
+                    queue: "<b>support</b>".into(),
+                    figures: g(1, 90.0),
+                },
+            ],
+            agents: vec![AgentGroup {
+                agent_id: "u1".into(),
+                agent: "Ana".into(),
+                figures: g(3, 40.0),
+            }],
+        };
+        let html = handoff_html(&r);
+        for needle in [
+            "<title>Hand-offs per queue</title>",
+            "<title>Hand-offs per agent</title>",
+            "<title>First response (median) per queue</title>",
+            ">sales</text>",
+            ">&lt;b&gt;support&lt;/b&gt;</text>",
+            "<td>Queue sales</td><td>2</td><td>2</td><td>30 s</td>",
+            "<td>Agent Ana</td><td>3</td>",
+            "<td>sales</td><td>30</td>",
+            "containment 70 %",
+            "/api/analytics/handoffs?from=2026-12-01T00%3A00%3A00Z&amp;to=2026-12-08T00%3A00%3A00Z&amp;format=csv",
+        ] {
+            assert!(html.contains(needle), "{needle:?} in\n{html}");
+        }
+        assert!(!html.contains("<b>support"));
     }
 }

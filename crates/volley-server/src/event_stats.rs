@@ -1029,7 +1029,7 @@ pub struct EventQuery {
 }
 
 /// Whether `format` asks for CSV.
-pub(crate) fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
+fn wants_csv(format: Option<&str>) -> Result<bool, ApiError> {
     match format.unwrap_or("json") {
         "json" => Ok(false),
         "csv" => Ok(true),
