@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod analytics;
 mod crash;
 mod handoff;
 mod http;
@@ -125,6 +126,26 @@ enum Scenario {
     /// `/events/{id}/ws` against a socket.io 4 room broadcast with the same client code;
     /// delivery latency, losses and server memory per viewer, side by side.
     Premiere(premiere::Args),
+    /// Flow analytics on a real server process: N generated conversations aggregated
+    /// (timed) and the flow dashboard served (timed), against rescanning the log.
+    Analytics {
+        #[arg(long, default_value = "target/release/volley")]
+        volley: std::path::PathBuf,
+        /// The flow the conversations run (its sample answers, some abandoned).
+        #[arg(long, default_value = "examples/mortgage-calculator.yaml")]
+        flow: std::path::PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        conversations: usize,
+        /// Contacts the conversations belong to (round robin).
+        #[arg(long, default_value_t = 200_000)]
+        contacts: usize,
+        /// Days the conversations' starts are spread over.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Dashboard requests timed.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
     /// Premiere clock sync: viewers with skewed clocks run the clock-offset protocol of
     /// docs/watching.md; reports how far their live position is from the server's.
     PremiereSync(premiere::SyncArgs),
@@ -489,6 +510,24 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Scenario::Premiere(args) => premiere::run(args).await,
+            Scenario::Analytics {
+                volley,
+                flow,
+                conversations,
+                contacts,
+                days,
+                requests,
+            } => {
+                analytics::run(analytics::Options {
+                    volley,
+                    flow,
+                    conversations,
+                    contacts,
+                    days,
+                    requests,
+                })
+                .await
+            }
             Scenario::PremiereSync(args) => premiere::sync(args).await,
         }
     })?;

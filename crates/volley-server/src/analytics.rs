@@ -7,6 +7,7 @@
 //! by period through an index: no log is replayed.
 
 pub mod flows;
+pub mod graph;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+use volley_flow::markdown::escape_html;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -300,21 +301,6 @@ fn event_json(p: &Published) -> Value {
 // ---------------------------------------------------------------------------------
 // The page
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[derive(Deserialize)]
 pub struct PageQuery {
     showing: Option<String>,
@@ -344,14 +330,17 @@ pub async fn page(
         _ => &e.label,
     };
     let html = EVENT_HTML
-        .replace("{{title}}", &escape(&e.title))
+        .replace("{{title}}", &escape_html(&e.title))
         .replace(
             "{{description}}",
-            &escape(e.description.as_deref().unwrap_or("")),
+            &escape_html(e.description.as_deref().unwrap_or("")),
         )
-        .replace("{{label}}", &escape(label))
-        .replace("{{event_id}}", &escape(&e.id))
-        .replace("{{showing}}", &escape(q.showing.as_deref().unwrap_or("")));
+        .replace("{{label}}", &escape_html(label))
+        .replace("{{event_id}}", &escape_html(&e.id))
+        .replace(
+            "{{showing}}",
+            &escape_html(q.showing.as_deref().unwrap_or("")),
+        );
     (
         [
             (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; media-src 'self' https: http:; connect-src 'self'; frame-ancestors 'self'"),

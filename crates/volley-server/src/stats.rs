@@ -18,7 +18,7 @@ use volley_store::{FeedEvent, ReplyRow, StatDelta, StatsBatch, StoreError};
 use crate::App;
 
 /// Log entries read per round.
-const PAGE: i64 = 2_000;
+const PAGE: i64 = 10_000;
 /// Pause after the store failed, before reading again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The kinds of entries the aggregator reads (and every conversation's first entry).

@@ -130,21 +130,28 @@ impl Viewer {
     }
 }
 
-/// Closes the viewer's socket and waits until the room has logged their leave.
+/// Closes the viewer's socket and waits until the room has logged its leave (one more
+/// `leave` row of the viewer: a viewer may have had connections before).
 async fn leave(server: &TestServer, v: Viewer) {
-    let id = v.id.clone();
+    let store = server.running.app.store.clone();
+    let leaves = || {
+        let store = store.clone();
+        let id = v.id.clone();
+        async move {
+            let log = store.showing_log(SHOWING, 0, 10_000).await.unwrap();
+            log.iter()
+                .filter(|r| r.kind == "leave" && r.viewer_id.as_deref() == Some(&id))
+                .count()
+        }
+    };
+    let before = leaves().await;
+    let mut written = store.log_written();
     let mut ws = v.ws;
     let _ = ws.close(None).await;
     drop(ws);
-    let store = server.running.app.store.clone();
-    let mut written = store.log_written();
     loop {
         written.borrow_and_update();
-        let log = store.showing_log(SHOWING, 0, 10_000).await.unwrap();
-        if log
-            .iter()
-            .any(|r| r.kind == "leave" && r.viewer_id.as_deref() == Some(&id))
-        {
+        if leaves().await > before {
             return;
         }
         tokio::time::timeout(Duration::from_secs(10), written.changed())
