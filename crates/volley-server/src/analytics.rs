@@ -211,38 +211,20 @@ fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
         .map_err(|e| ApiError::bad_request("bad-instant", format!("`{name}`: {e} (RFC 3339)")))
 }
 
-/// `GET /api/analytics/handoffs`: hand-off performance over a period (scope `admin`).
-#[utoipa::path(
-    get,
-    path = "/api/analytics/handoffs",
-    tag = "analytics",
-    params(ReportQuery),
-    responses((status = 200, body = HandoffReport, description = "JSON, or CSV with `format=csv` (one row per group)"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
-    security(("admin_key" = []), ("console_session" = []))
-)]
-pub async fn handoffs(
-    State(app): State<Arc<App>>,
-    _: Scoped<scope::Admin>,
-    Query(q): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
-    let (from, to) = (instant("from", &q.from)?, instant("to", &q.to)?);
+/// The hand-off report over `from..to` (RFC 3339), also drawn by the console's
+/// dashboard (`dashboards.rs`).
+pub(crate) async fn handoff_report(
+    app: &App,
+    from_text: &str,
+    to_text: &str,
+) -> Result<HandoffReport, ApiError> {
+    let (from, to) = (instant("from", from_text)?, instant("to", to_text)?);
     if to <= from || to - from > MAX_REPORT_DAYS * 86_400_000 {
         return Err(ApiError::bad_request(
             "bad-period",
             format!("`to` must be after `from`, at most {MAX_REPORT_DAYS} days later"),
         ));
     }
-    let csv = match q.format.as_deref().unwrap_or("json") {
-        "json" => false,
-        "csv" => true,
-        other => {
-            return Err(ApiError::bad_request(
-                "bad-format",
-                format!("format `{other}`: use json or csv"),
-            ));
-        }
-    };
     let rows = app
         .store
         .handoffs_between(from, to, MAX_REPORT_HANDOFFS + 1)
@@ -277,19 +259,19 @@ pub async fn handoffs(
         by_agent.entry(r.agent_id.as_str()).or_default().1.push(r);
     }
     let report = HandoffReport {
-        from: q.from.clone(),
-        to: q.to.clone(),
+        from: from_text.to_string(),
+        to: to_text.to_string(),
         conversations_started: started,
         handoff_rate_percent: pct(rows.len(), started as usize),
         containment_rate_percent: pct(rows.len(), started as usize)
             .map(|p| ((100.0 - p) * 10.0).round() / 10.0),
         truncated,
-        overall: group(&app, &all, &all_replies),
+        overall: group(app, &all, &all_replies),
         queues: by_queue
             .into_iter()
             .map(|(q, (r, replies))| QueueGroup {
                 queue: q.into(),
-                figures: group(&app, &r, &replies),
+                figures: group(app, &r, &replies),
             })
             .collect(),
         agents: by_agent
@@ -297,10 +279,39 @@ pub async fn handoffs(
             .map(|(a, (r, replies))| AgentGroup {
                 agent_id: a.into(),
                 agent: names.get(a).cloned().unwrap_or_default(),
-                figures: group(&app, &r, &replies),
+                figures: group(app, &r, &replies),
             })
             .collect(),
     };
+    Ok(report)
+}
+
+/// `GET /api/analytics/handoffs`: hand-off performance over a period (scope `admin`).
+#[utoipa::path(
+    get,
+    path = "/api/analytics/handoffs",
+    tag = "analytics",
+    params(ReportQuery),
+    responses((status = 200, body = HandoffReport, description = "JSON, or CSV with `format=csv` (one row per group)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("admin_key" = []), ("console_session" = []))
+)]
+pub async fn handoffs(
+    State(app): State<Arc<App>>,
+    _: Scoped<scope::Admin>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let csv = match q.format.as_deref().unwrap_or("json") {
+        "json" => false,
+        "csv" => true,
+        other => {
+            return Err(ApiError::bad_request(
+                "bad-format",
+                format!("format `{other}`: use json or csv"),
+            ));
+        }
+    };
+    let report = handoff_report(&app, &q.from, &q.to).await?;
     if !csv {
         return Ok(Json(report).into_response());
     }

@@ -571,6 +571,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::desk_api::delete_canned, crate::desk_api::set_queues,
         crate::events::list, crate::events::detail, crate::events::media, crate::events::publish_event,
         crate::premiere::register,
+        crate::event_stats::event,
         crate::exports::results, crate::exports::transcript, crate::exports::attendance,
         crate::inbound::upsert_contact, crate::inbound::start_flow, crate::inbound::send_message,
         crate::analytics::handoffs, crate::analytics::flows::flow, crate::analytics::flows::contacts,

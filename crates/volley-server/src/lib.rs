@@ -12,13 +12,16 @@ mod audience;
 pub mod auth;
 mod campaigns;
 pub mod channels;
+mod charts;
 mod clock;
 mod config;
 mod console;
 mod contacts;
 mod conversation;
+mod dashboards;
 mod desk_api;
 mod error;
+mod event_stats;
 mod events;
 mod exports;
 mod flows;
@@ -86,6 +89,8 @@ pub struct App {
     pub in_flight: inbound::InFlight,
     /// Outbound webhooks: the endpoints and the dispatcher's and sender's signals.
     pub webhooks: webhooks::Webhooks,
+    /// Event analytics: the tailer's progress.
+    pub event_stats: event_stats::EventStats,
     /// Where the analytics aggregator has read the conversation log up to (a rowid).
     pub stats: watch::Sender<i64>,
 }
@@ -149,6 +154,24 @@ fn endpoints() -> Vec<Endpoint> {
             "/api/events/{id}/attendance",
             Message,
             exports::attendance,
+        ),
+        endpoint(
+            M::GET,
+            "/api/analytics/events/{id}",
+            Message,
+            event_stats::event,
+        ),
+        endpoint(
+            M::GET,
+            "/console/analytics/events/{id}",
+            Message,
+            dashboards::event_page,
+        ),
+        endpoint(
+            M::GET,
+            "/console/analytics/handoffs",
+            Message,
+            dashboards::handoffs_page,
         ),
         endpoint(M::GET, "/api/events", FlowSource, events::list),
         endpoint(M::POST, "/api/events", FlowSource, events::publish_event),
@@ -489,6 +512,7 @@ pub async fn start_with_store(
         premieres: premiere::Rooms::default(),
         in_flight: inbound::InFlight::default(),
         webhooks: webhooks::Webhooks::default(),
+        event_stats: event_stats::EventStats::default(),
         stats: watch::Sender::new(0),
     });
     let now = app.clock.now_ms();
@@ -555,6 +579,7 @@ pub async fn start_with_store(
     premiere::start(app.clone());
     let desk = tokio::spawn(handoff::run(app.clone()));
     let webhook_tasks = webhooks::start(&app);
+    let event_stats_task = event_stats::start(&app);
     let aggregator = tokio::spawn(stats::run(app.clone()));
     let task = tokio::spawn(async move {
         let sweeper = tokio::spawn(async move {
@@ -579,6 +604,7 @@ pub async fn start_with_store(
         for t in webhook_tasks {
             let _ = t.await;
         }
+        let _ = event_stats_task.await;
         let _ = aggregator.await;
     });
     Ok(Running {

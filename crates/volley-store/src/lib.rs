@@ -831,4 +831,65 @@ pub trait Store: Send + Sync + 'static {
     async fn event_bans(&self, event_id: &str) -> Result<Vec<String>>;
 
     async fn close(&self);
+
+    // -----------------------------------------------------------------------------
+    // Event analytics (the server's `event_stats.rs`). Kept together at the end.
+    async fn stats_cursors(&self) -> Result<StatsCursors>;
+    /// Showing-log rows and registrations after `after`, in rowid order, at most
+    /// `limit` of each. With `limit` 0, nothing is read and `upto` is where they end.
+    async fn stats_feed(&self, after: StatsCursors, limit: i64) -> Result<StatsFeed>;
+    /// The figures of these showings (those that have some).
+    async fn event_stats(&self, showing_ids: &[String]) -> Result<Vec<EventStatsRow>>;
+    /// The figures of every showing of an event.
+    async fn event_stats_of(&self, event_id: &str) -> Result<Vec<EventStatsRow>>;
+    /// What is kept about these (showing, viewer) pairs (those that have a row).
+    async fn viewer_stats(&self, keys: &[(String, String)]) -> Result<Vec<ViewerStatsRow>>;
+    /// In one transaction: writes (replacing) the showings' and viewers' rows and moves
+    /// the cursors from `from` to `to`. `false` (and nothing written) when the cursors
+    /// are no longer at `from`.
+    async fn save_event_stats(
+        &self,
+        from: StatsCursors,
+        to: StatsCursors,
+        showings: Vec<EventStatsRow>,
+        viewers: Vec<ViewerStatsRow>,
+    ) -> Result<bool>;
+}
+
+// ---------------------------------------------------------------------------------
+// Event analytics (the server's `event_stats.rs`; migration 0013). Kept together at the
+// end of the file.
+
+/// How far the event-analytics tailer has read `showing_log` and
+/// `event_registrations` (their largest rowid counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsCursors {
+    pub showings: i64,
+    pub registrations: i64,
+}
+
+/// Showing-log rows and registrations after some [`StatsCursors`], with their rowids.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatsFeed {
+    pub showings: Vec<(i64, ShowingRow)>,
+    pub registrations: Vec<(i64, RegistrationRow)>,
+    /// Past every row returned; below rows not read yet.
+    pub upto: StatsCursors,
+}
+
+/// The aggregated figures of one showing (JSON the server writes and reads).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventStatsRow {
+    pub showing_id: String,
+    pub event_id: String,
+    pub data: String,
+    pub updated_at: Ms,
+}
+
+/// What the tailer keeps about one viewer of a showing (JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewerStatsRow {
+    pub showing_id: String,
+    pub viewer_id: String,
+    pub data: String,
 }

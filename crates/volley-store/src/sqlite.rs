@@ -116,6 +116,13 @@ enum Write {
     DeleteSession(String),
     DeleteUserSessions(String),
     ShowingLog(Vec<ShowingRow>),
+    /// Event analytics: figures and the tailer's cursors, in one transaction.
+    SaveEventStats {
+        from: StatsCursors,
+        to: StatsCursors,
+        showings: Vec<EventStatsRow>,
+        viewers: Vec<ViewerStatsRow>,
+    },
     Idempotent(IdempotentRow, Ms),
     Register(RegistrationRow, Vec<NewTimer>),
     Ban {
@@ -1283,6 +1290,55 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
                 q.execute(&mut *tx).await?;
             }
             Ok(Output::Done)
+        }
+        Write::SaveEventStats {
+            from,
+            to,
+            showings,
+            viewers,
+        } => {
+            if read_stats_cursors(tx).await? != *from {
+                return Ok(Output::Deleted(false));
+            }
+            for chunk in shaped(showings) {
+                let sql = multi_row(
+                    "INSERT OR REPLACE INTO event_stats (showing_id, event_id, data, updated_at) VALUES ",
+                    4,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q
+                        .bind(&r.showing_id)
+                        .bind(&r.event_id)
+                        .bind(&r.data)
+                        .bind(r.updated_at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in shaped(viewers) {
+                let sql = multi_row(
+                    "INSERT OR REPLACE INTO event_stats_viewers (showing_id, viewer_id, data) VALUES ",
+                    3,
+                    chunk.len(),
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q.bind(&r.showing_id).bind(&r.viewer_id).bind(&r.data);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for (source, position) in [
+                ("showing_log", to.showings),
+                ("event_registrations", to.registrations),
+            ] {
+                sqlx::query("UPDATE event_stats_cursors SET position = ? WHERE source = ?")
+                    .bind(position)
+                    .bind(source)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Output::Deleted(true))
         }
         Write::Register(r, reminders) => {
             let inserted = sqlx::query(
@@ -3035,6 +3091,207 @@ impl Store for SqliteStore {
         }
         self.read.close().await;
     }
+
+    // -----------------------------------------------------------------------------
+    // Event analytics (the server's `event_stats.rs`). Kept together at the end.
+
+    async fn stats_cursors(&self) -> Result<StatsCursors> {
+        let mut conn = self.read.acquire().await?;
+        read_stats_cursors(&mut conn).await
+    }
+
+    async fn stats_feed(&self, after: StatsCursors, limit: i64) -> Result<StatsFeed> {
+        // The ends first: every row up to them is committed (one writer, rowids in
+        // commit order), so reading up to them never skips a row committed later.
+        let ends: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM showing_log),
+                    (SELECT COALESCE(MAX(rowid), 0) FROM event_registrations)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        type Tuple = (i64, String, i64, String, Option<String>, String, i64);
+        let showings: Vec<(i64, ShowingRow)> = sqlx::query_as::<_, Tuple>(
+            "SELECT rowid, showing_id, seq, kind, viewer_id, data, at FROM showing_log
+             WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+        )
+        .bind(after.showings)
+        .bind(ends.0)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(|r| (r.0, showing_row((r.1, r.2, r.3, r.4, r.5, r.6))))
+        .collect();
+        let sql = format!(
+            "SELECT rowid, {REGISTRATION_COLUMNS} FROM event_registrations
+             WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        );
+        type RegTuple = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            i64,
+        );
+        let registrations: Vec<(i64, RegistrationRow)> =
+            sqlx::query_as::<_, RegTuple>(AssertSqlSafe(sql))
+                .bind(after.registrations)
+                .bind(ends.1)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.0,
+                        registration_row((r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9)),
+                    )
+                })
+                .collect();
+        // A full page stops where it was cut; otherwise every row up to the ends is read.
+        let upto = |rows: Option<i64>, n: usize, end: i64, from: i64| {
+            if limit > 0 && n as i64 >= limit {
+                rows.unwrap_or(from)
+            } else {
+                end.max(from)
+            }
+        };
+        let upto = StatsCursors {
+            showings: upto(
+                showings.last().map(|r| r.0),
+                showings.len(),
+                ends.0,
+                after.showings,
+            ),
+            registrations: upto(
+                registrations.last().map(|r| r.0),
+                registrations.len(),
+                ends.1,
+                after.registrations,
+            ),
+        };
+        Ok(StatsFeed {
+            showings,
+            registrations,
+            upto,
+        })
+    }
+
+    async fn event_stats(&self, showing_ids: &[String]) -> Result<Vec<EventStatsRow>> {
+        let mut out = Vec::with_capacity(showing_ids.len());
+        for chunk in showing_ids.chunks(500) {
+            let sql = format!(
+                "SELECT showing_id, event_id, data, updated_at FROM event_stats WHERE showing_id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String, String, i64)>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            out.extend(
+                q.fetch_all(&self.read)
+                    .await?
+                    .into_iter()
+                    .map(|r| EventStatsRow {
+                        showing_id: r.0,
+                        event_id: r.1,
+                        data: r.2,
+                        updated_at: r.3,
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn event_stats_of(&self, event_id: &str) -> Result<Vec<EventStatsRow>> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT showing_id, event_id, data, updated_at FROM event_stats
+             WHERE event_id = ? ORDER BY showing_id",
+        )
+        .bind(event_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EventStatsRow {
+                showing_id: r.0,
+                event_id: r.1,
+                data: r.2,
+                updated_at: r.3,
+            })
+            .collect())
+    }
+
+    async fn viewer_stats(&self, keys: &[(String, String)]) -> Result<Vec<ViewerStatsRow>> {
+        let mut by_showing: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (showing, viewer) in keys {
+            by_showing.entry(showing).or_default().push(viewer);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (showing, viewers) in by_showing {
+            for chunk in viewers.chunks(500) {
+                let sql = format!(
+                    "SELECT viewer_id, data FROM event_stats_viewers
+                     WHERE showing_id = ? AND viewer_id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql)).bind(showing);
+                for v in chunk {
+                    q = q.bind(*v);
+                }
+                out.extend(
+                    q.fetch_all(&self.read)
+                        .await?
+                        .into_iter()
+                        .map(|r| ViewerStatsRow {
+                            showing_id: showing.to_string(),
+                            viewer_id: r.0,
+                            data: r.1,
+                        }),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_event_stats(
+        &self,
+        from: StatsCursors,
+        to: StatsCursors,
+        showings: Vec<EventStatsRow>,
+        viewers: Vec<ViewerStatsRow>,
+    ) -> Result<bool> {
+        match self
+            .submit(Write::SaveEventStats {
+                from,
+                to,
+                showings,
+                viewers,
+            })
+            .await?
+        {
+            Output::Deleted(d) => Ok(d),
+            _ => unreachable!("saving event stats answers whether it applied"),
+        }
+    }
+}
+
+/// The event-analytics tailer's cursors.
+async fn read_stats_cursors(conn: &mut SqliteConnection) -> Result<StatsCursors> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT source, position FROM event_stats_cursors")
+            .fetch_all(&mut *conn)
+            .await?;
+    let at = |s: &str| rows.iter().find(|r| r.0 == s).map_or(0, |r| r.1);
+    Ok(StatsCursors {
+        showings: at("showing_log"),
+        registrations: at("event_registrations"),
+    })
 }
 
 #[cfg(test)]

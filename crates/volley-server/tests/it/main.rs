@@ -6,6 +6,7 @@ mod auth;
 mod browser;
 mod campaigns;
 mod channels;
+mod event_analytics;
 mod events;
 mod exports;
 mod handoff;
