@@ -102,7 +102,7 @@ fn conversation(flow: &volley_flow::Flow, i: usize, o: &Options, rows: &mut Rows
         let Some(q) = open else { break };
         // One in ten participants leaves at each question.
         r = mix(r);
-        if r % 10 == 0 {
+        if r.is_multiple_of(10) {
             break;
         }
         at += 5_000 + (r % 55_000) as i64;

@@ -206,7 +206,7 @@ fn shell(title: &str, kind: &str, c: &Console, main: &str, data: &impl Serialize
         title = esc(title),
         name = esc(&c.staff.name),
         admin = if c.staff.role == Role::Admin {
-            "<a class=\"account\" href=\"/console/analytics/handoffs\">Analytics</a>\n\
+            "<a class=\"account\" href=\"/console/analytics\">Analytics</a>\n\
              <a class=\"account\" href=\"/console/webhooks\">Webhooks</a>\n"
         } else {
             ""

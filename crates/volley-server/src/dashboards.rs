@@ -52,7 +52,9 @@ fn head(h: &mut String, title: &str) {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{t} · Volley</title>\n<link rel=\"stylesheet\" href=\"/console/console.css\">\n\
          </head>\n<body class=\"wide\">\n<main>\n\
-         <p><a href=\"/console\">Console</a> · <a href=\"/console/analytics/handoffs\">Hand-offs</a> · \
+         <p><a href=\"/console\">Console</a> · <a href=\"/console/analytics\">Analytics</a> · \
+         <a href=\"/console/analytics/handoffs\">Hand-offs</a> · \
+         <a href=\"/console/analytics/contacts\">Contacts</a> · \
          <a href=\"/console/webhooks\">Webhooks</a> · <a href=\"/console/account\">Account</a></p>\n\
          <h1>{t}</h1>\n",
         t = esc(title),
@@ -565,4 +567,483 @@ mod tests {
         }
         assert!(!html.contains("<b>support"));
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Flows, contacts and the index
+
+use crate::analytics::flows::{ContactReport, Days, FlowReport};
+
+#[derive(Deserialize)]
+pub struct FlowPageQuery {
+    from: Option<String>,
+    to: Option<String>,
+    version: Option<String>,
+    goal: Option<String>,
+}
+
+fn seconds(v: Option<f64>) -> String {
+    opt(v, " s")
+}
+
+/// A period form (days, UTC) that keeps the other parameters.
+fn period_form(h: &mut String, action: &str, from: &str, to: &str, extra: &[(&str, &str)]) {
+    let _ = write!(
+        h,
+        "<form method=\"get\" action=\"{a}\" class=\"period\">\n\
+         <label>From <input type=\"date\" name=\"from\" value=\"{f}\"></label>\n\
+         <label>To <input type=\"date\" name=\"to\" value=\"{t}\"></label>\n",
+        a = esc(action),
+        f = esc(from),
+        t = esc(to),
+    );
+    for (k, v) in extra {
+        let _ = writeln!(
+            h,
+            "<label>{k} <input name=\"{k}\" value=\"{v}\"></label>",
+            k = esc(k),
+            v = esc(v)
+        );
+    }
+    h.push_str("<button type=\"submit\">Show</button>\n</form>\n");
+}
+
+fn flow_html(r: &FlowReport, goal: Option<&str>) -> String {
+    let mut h = String::with_capacity(64 * 1024);
+    head(&mut h, &format!("Flow {}", r.flow));
+    let version = r.version.map(|v| v.to_string()).unwrap_or_default();
+    period_form(
+        &mut h,
+        &format!("/console/analytics/flows/{}", query_text(&r.flow)),
+        &r.from,
+        &r.to,
+        &[("version", &version), ("goal", goal.unwrap_or(""))],
+    );
+    let csv = |table: &str| {
+        let mut q = format!(
+            "/api/analytics/flows/{}?format=csv&table={table}&from={}&to={}",
+            query_text(&r.flow),
+            r.from,
+            r.to
+        );
+        if let Some(v) = r.version {
+            let _ = write!(q, "&version={v}");
+        }
+        if let Some(g) = goal {
+            let _ = write!(q, "&goal={}", query_text(g));
+        }
+        q
+    };
+    let summary = table(
+        &["Figure", "Value"],
+        &[
+            vec!["Started".into(), r.started.to_string()],
+            vec!["Completed".into(), r.completed.to_string()],
+            vec!["Completion rate".into(), opt(r.completion_percent, " %")],
+            vec!["Handed off".into(), r.handoffs.to_string()],
+            vec!["Bot containment".into(), opt(r.containment_percent, " %")],
+        ],
+    );
+    let _ = writeln!(
+        h,
+        "<section aria-labelledby=\"h-summary\"><h2 id=\"h-summary\">Summary</h2>{summary}</section>"
+    );
+    // The graph and the funnel.
+    let steps_table = table(
+        &[
+            "Step",
+            "Reached",
+            "Conversion",
+            "Stopped here",
+            "Drop-off",
+            "Time p50",
+            "Answers",
+        ],
+        &r.steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.step.clone(),
+                    s.reached.to_string(),
+                    opt(s.conversion_percent, " %"),
+                    s.stopped_here.to_string(),
+                    opt(s.drop_off_percent, " %"),
+                    seconds(s.time.p50_s),
+                    s.answers.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    figure(
+        &mut h,
+        "graph",
+        "Flow graph: where conversations went and stopped",
+        &crate::analytics::graph::svg(r),
+        &steps_table,
+        &csv("steps"),
+    );
+    let funnel: Vec<(String, f64)> = r
+        .steps
+        .iter()
+        .map(|s| (s.step.clone(), s.reached as f64))
+        .collect();
+    figure(
+        &mut h,
+        "funnel",
+        "Funnel: conversations reaching each step",
+        &bar_chart("Conversations reaching each step", &funnel, ""),
+        &steps_table,
+        &csv("steps"),
+    );
+    let stopped: Vec<(String, f64)> = r
+        .steps
+        .iter()
+        .filter(|s| s.stopped_here > 0)
+        .map(|s| (s.step.clone(), s.stopped_here as f64))
+        .collect();
+    figure(
+        &mut h,
+        "drop-off",
+        "Drop-off: conversations stopped at each step",
+        &bar_chart("Conversations stopped at each step", &stopped, ""),
+        &table(
+            &["Step", "Stopped here", "Drop-off"],
+            &r.steps
+                .iter()
+                .filter(|s| s.stopped_here > 0)
+                .map(|s| {
+                    vec![
+                        s.step.clone(),
+                        s.stopped_here.to_string(),
+                        opt(s.drop_off_percent, " %"),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+        &csv("steps"),
+    );
+    let times: Vec<(String, f64)> = r
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.step.clone(), s.time.p50_s?)))
+        .collect();
+    figure(
+        &mut h,
+        "time",
+        "Time per step (median, seconds)",
+        &bar_chart("Median time per step", &times, " s"),
+        &table(
+            &["Step", "Left", "Mean", "p50", "p90"],
+            &r.steps
+                .iter()
+                .filter(|s| s.time.count > 0)
+                .map(|s| {
+                    vec![
+                        s.step.clone(),
+                        s.time.count.to_string(),
+                        seconds(s.time.mean_s),
+                        seconds(s.time.p50_s),
+                        seconds(s.time.p90_s),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+        &csv("steps"),
+    );
+    for q in r.questions.iter().filter(|q| !q.values.is_empty()) {
+        let bars: Vec<(String, f64)> = q
+            .values
+            .iter()
+            .map(|v| (v.value.clone(), v.count as f64))
+            .collect();
+        figure(
+            &mut h,
+            &format!("answers-{}", query_text(&q.step)),
+            &format!("Answers to {} ({} answers)", q.step, q.answers),
+            &bar_chart(&format!("Answers to {}", q.step), &bars, ""),
+            &table(
+                &["Value", "Answers", "Share"],
+                &q.values
+                    .iter()
+                    .map(|v| vec![v.value.clone(), v.count.to_string(), opt(v.percent, " %")])
+                    .collect::<Vec<_>>(),
+            ),
+            &csv("answers"),
+        );
+    }
+    let goals: Vec<(String, f64)> = r
+        .goals
+        .iter()
+        .map(|g| (g.goal.clone(), g.reached as f64))
+        .collect();
+    figure(
+        &mut h,
+        "goals",
+        "Goals",
+        &bar_chart("Conversations reaching each goal", &goals, ""),
+        &table(
+            &["Goal", "Reached", "Conversion", "Value"],
+            &r.goals
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.goal.clone(),
+                        g.reached.to_string(),
+                        opt(g.conversion_percent, " %"),
+                        number(g.value),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+        &csv("goals"),
+    );
+    for s in &r.splits {
+        let bars: Vec<(String, f64)> = s
+            .arms
+            .iter()
+            .filter_map(|a| Some((a.arm.clone(), a.rate_percent?)))
+            .collect();
+        figure(
+            &mut h,
+            &format!("split-{}", query_text(&s.step)),
+            &format!("A/B split {}: {} rate by arm", s.step, s.conversion),
+            &bar_chart(&format!("{} rate by arm", s.conversion), &bars, " %"),
+            &table(
+                &[
+                    "Arm",
+                    "Conversations",
+                    "Converted",
+                    "Rate",
+                    "Difference",
+                    "95 % interval",
+                ],
+                &s.arms
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.arm.clone(),
+                            a.conversations.to_string(),
+                            a.converted.to_string(),
+                            opt(a.rate_percent, " %"),
+                            opt(a.difference_points, " pts"),
+                            match (a.ci_low_points, a.ci_high_points) {
+                                (Some(lo), Some(hi)) => {
+                                    format!("{} to {} pts", number(lo), number(hi))
+                                }
+                                _ => "–".into(),
+                            },
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            &csv("splits"),
+        );
+    }
+    let latency = |name: &str, l: &crate::analytics::flows::Latency| {
+        vec![
+            name.to_string(),
+            l.count.to_string(),
+            seconds(l.mean_s),
+            seconds(l.p50_s),
+            seconds(l.p90_s),
+            seconds(l.p99_s),
+        ]
+    };
+    let _ = writeln!(
+        h,
+        "<section aria-labelledby=\"h-response\"><h2 id=\"h-response\">Response times</h2>{}</section>",
+        table(
+            &["Who", "Replies", "Mean", "p50", "p90", "p99"],
+            &[
+                latency("Bot (until visible)", &r.bot_response),
+                latency("People (hand-off)", &r.human_response),
+            ],
+        )
+    );
+    h.push_str("</main>\n</body>\n</html>\n");
+    h
+}
+
+/// `GET /console/analytics/flows/{id}` (admins; `from`, `to` days, `version`, `goal`).
+pub async fn flow_page(
+    State(app): State<Arc<App>>,
+    console: Result<Console, ApiError>,
+    UrlPath(id): UrlPath<String>,
+    query: Result<Query<FlowPageQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = admin(console) {
+        return *r;
+    }
+    let q = query.map(|Query(q)| q).unwrap_or(FlowPageQuery {
+        from: None,
+        to: None,
+        version: None,
+        goal: None,
+    });
+    let some = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let goal = some(q.goal);
+    let result = async {
+        let days = Days::parse(&app, some(q.from).as_deref(), some(q.to).as_deref())?;
+        let version = match some(q.version) {
+            Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+                ApiError::bad_request("bad-version", format!("version `{v}` is not a number"))
+            })?),
+            None => None,
+        };
+        crate::analytics::flows::flow_report(&app, &id, version, &days, goal.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(r) => crate::console::page(StatusCode::OK, flow_html(&r, goal.as_deref())),
+        Err(e) => crate::console::message_page(e.status, "Cannot show the flow", &e.message),
+    }
+}
+
+fn contacts_html(r: &ContactReport) -> String {
+    let mut h = String::with_capacity(32 * 1024);
+    head(&mut h, "Contacts: returning and cohorts");
+    period_form(&mut h, "/console/analytics/contacts", &r.from, &r.to, &[]);
+    let csv = |table: &str| {
+        format!(
+            "/api/analytics/contacts?format=csv&table={table}&from={}&to={}",
+            r.from, r.to
+        )
+    };
+    let xs = |f: &dyn Fn(&crate::analytics::flows::ActiveDay) -> i64| -> Vec<(f64, f64)> {
+        r.days
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i as f64, f(d) as f64))
+            .collect()
+    };
+    let chart = line_chart(
+        &format!("New and returning contacts per day, {} to {}", r.from, r.to),
+        "day of the period",
+        "contacts",
+        &[
+            Series {
+                label: "new".into(),
+                points: xs(&|d| d.new),
+            },
+            Series {
+                label: "returning".into(),
+                points: xs(&|d| d.returning),
+            },
+        ],
+    );
+    figure(
+        &mut h,
+        "active",
+        &format!(
+            "Active contacts per day ({} new, {} returning, {} returning)",
+            r.new,
+            r.returning,
+            opt(r.returning_percent, " %")
+        ),
+        &chart,
+        &table(
+            &["Day", "New", "Returning"],
+            &r.days
+                .iter()
+                .map(|d| vec![d.day.clone(), d.new.to_string(), d.returning.to_string()])
+                .collect::<Vec<_>>(),
+        ),
+        &csv("days"),
+    );
+    let n = |v: Option<i64>, p: Option<f64>| match v {
+        Some(v) => format!("{v} ({})", opt(p, " %")),
+        None => "–".into(),
+    };
+    let d7: Vec<(String, f64)> = r
+        .cohorts
+        .iter()
+        .filter_map(|c| Some((c.day.clone(), c.d7_percent?)))
+        .collect();
+    figure(
+        &mut h,
+        "cohorts",
+        "Cohorts by first day: active 1, 7 and 30 days later",
+        &bar_chart("Day-7 retention by cohort", &d7, " %"),
+        &table(
+            &["First day", "Contacts", "D1", "D7", "D30"],
+            &r.cohorts
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.day.clone(),
+                        c.contacts.to_string(),
+                        n(c.d1, c.d1_percent),
+                        n(c.d7, c.d7_percent),
+                        n(c.d30, c.d30_percent),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
+        &csv("cohorts"),
+    );
+    h.push_str("</main>\n</body>\n</html>\n");
+    h
+}
+
+/// `GET /console/analytics/contacts` (admins; `from`, `to` days).
+pub async fn contacts_page(
+    State(app): State<Arc<App>>,
+    console: Result<Console, ApiError>,
+    query: Result<Query<PeriodQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = admin(console) {
+        return *r;
+    }
+    let (from, to) = match query {
+        Ok(Query(q)) => (q.from, q.to),
+        Err(_) => (None, None),
+    };
+    let some = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let result = async {
+        let days = Days::parse(&app, some(from).as_deref(), some(to).as_deref())?;
+        crate::analytics::flows::contact_report(&app, &days).await
+    }
+    .await;
+    match result {
+        Ok(r) => crate::console::page(StatusCode::OK, contacts_html(&r)),
+        Err(e) => crate::console::message_page(e.status, "Cannot show contacts", &e.message),
+    }
+}
+
+/// `GET /console/analytics` (admins): every report, with each flow's and event's.
+pub async fn index_page(
+    State(app): State<Arc<App>>,
+    console: Result<Console, ApiError>,
+) -> Response {
+    if let Err(r) = admin(console) {
+        return *r;
+    }
+    let mut h = String::with_capacity(8 * 1024);
+    head(&mut h, "Analytics");
+    h.push_str(
+        "<ul>\n<li><a href=\"/console/analytics/handoffs\">Hand-offs</a>: first response, \
+         replies, resolution, CSAT per queue and agent</li>\n\
+         <li><a href=\"/console/analytics/contacts\">Contacts</a>: new and returning, \
+         D1/D7/D30 cohorts</li>\n</ul>\n<h2>Flows</h2>\n<ul>\n",
+    );
+    for p in app.flows.all() {
+        let _ = writeln!(
+            h,
+            "<li><a href=\"/console/analytics/flows/{}\">{}</a> (version {})</li>",
+            query_text(&p.id),
+            esc(&p.id),
+            p.version
+        );
+    }
+    h.push_str("</ul>\n<h2>Events</h2>\n<ul>\n");
+    for e in app.events.all() {
+        let _ = writeln!(
+            h,
+            "<li><a href=\"/console/analytics/events/{}\">{}</a></li>",
+            query_text(&e.event.id),
+            esc(&e.event.title),
+        );
+    }
+    h.push_str("</ul>\n</main>\n</body>\n</html>\n");
+    crate::console::page(StatusCode::OK, h)
 }

@@ -128,10 +128,13 @@ struct Progress {
     ended: bool,
 }
 
+/// A counter's row: flow, version, day, metric, key.
+type Row = (String, i64, i64, &'static str, String);
+
 /// Counters of one page, merged by row.
 #[derive(Default)]
 struct Deltas {
-    rows: HashMap<(String, i64, i64, &'static str, String), (i64, f64)>,
+    rows: HashMap<Row, (i64, f64)>,
 }
 
 impl Deltas {
@@ -382,16 +385,15 @@ impl Fold<'_> {
 }
 
 /// Folds a page of entries, given the saved state of their conversations.
-fn fold(
-    events: &[FeedEvent],
-    saved: Vec<(String, String)>,
-    types: &QuestionTypes,
-) -> (
-    HashMap<String, Progress>,
-    Deltas,
-    Vec<ReplyRow>,
-    Vec<(String, i64)>,
-) {
+/// What a page of entries folds into.
+struct Folded {
+    progress: HashMap<String, Progress>,
+    deltas: Deltas,
+    replies: Vec<ReplyRow>,
+    activity: Vec<(String, i64)>,
+}
+
+fn fold(events: &[FeedEvent], saved: Vec<(String, String)>, types: &QuestionTypes) -> Folded {
     let progress = saved
         .into_iter()
         .filter_map(|(id, data)| Some((id, serde_json::from_str(&data).ok()?)))
@@ -408,7 +410,12 @@ fn fold(
     }
     f.activity.sort();
     f.activity.dedup();
-    (f.progress, f.deltas, f.replies, f.activity)
+    Folded {
+        progress: f.progress,
+        deltas: f.deltas,
+        replies: f.replies,
+        activity: f.activity,
+    }
 }
 
 async fn question_types(app: &App, events: &[FeedEvent]) -> QuestionTypes {
@@ -454,17 +461,18 @@ async fn round(app: &App, cursor: &mut Option<i64>) -> Result<bool, StoreError> 
     ids.dedup();
     let saved = app.store.stats_progress(&ids).await?;
     let types = question_types(app, &events).await;
-    let (progress, deltas, replies, activity) = fold(&events, saved, &types);
+    let page = fold(&events, saved, &types);
     let batch = StatsBatch {
         from,
         to: upto,
-        deltas: deltas.into_vec(),
-        progress: progress
+        deltas: page.deltas.into_vec(),
+        progress: page
+            .progress
             .into_iter()
             .map(|(id, p)| (id, serde_json::to_string(&p).unwrap_or_default()))
             .collect(),
-        replies,
-        activity,
+        replies: page.replies,
+        activity: page.activity,
     };
     if app.store.apply_stats(batch).await? {
         *cursor = Some(upto);

@@ -18,7 +18,7 @@ use crate::App;
 use crate::auth::{Scoped, scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::exports::csv_line;
-use crate::stats::{NOT_COMPLETED, SEP, bucket_upper_ms, day_of, metric};
+use crate::stats::{NOT_COMPLETED, SEP, START_NODE, bucket_upper_ms, day_of, metric};
 
 /// The longest period of one report (days).
 pub const MAX_DAYS: i64 = 366;
@@ -78,7 +78,8 @@ pub struct StepFigures {
     pub step: String,
     /// Conversations that entered the step at least once.
     pub reached: i64,
-    /// reached / reached of the step before it in the flow, in %.
+    /// reached / reached of the steps leading into it (the step before it in a straight
+    /// flow; the branch point in a branching one), in %.
     pub conversion_percent: Option<f64>,
     /// Conversations whose last step is this one and that have not ended.
     pub stopped_here: i64,
@@ -355,10 +356,34 @@ pub async fn flow_report(
             order.push(k.into());
         }
     }
-    let mut prev: Option<i64> = None;
+    // A step's conversion is against the steps that lead into it (as walked, earlier in
+    // the flow's order): in a straight flow, the step before it.
+    let position: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let mut before: HashMap<&str, i64> = HashMap::new();
+    for (k, _, _) in c.of(metric::EDGE) {
+        let Some((from, to)) = k.split_once(SEP) else {
+            continue;
+        };
+        let entering = if from == START_NODE {
+            Some(started)
+        } else {
+            match (position.get(from), position.get(to)) {
+                (Some(f), Some(t)) if f < t => Some(c.n(metric::REACHED, from)),
+                _ => None,
+            }
+        };
+        if let Some(n) = entering {
+            *before.entry(to).or_default() += n;
+        }
+    }
     let steps = order
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let reached = c.n(metric::REACHED, s);
             let stopped = c.n(metric::AT, s);
             let mut time = latency(
@@ -366,20 +391,20 @@ pub async fn flow_report(
                 c.total(metric::STEP_TIME, s),
             );
             time.count = c.n(metric::STEP_TIME, s);
-            let f = StepFigures {
+            let base = match before.get(s.as_str()) {
+                Some(n) => *n,
+                None if i == 0 => started,
+                None => c.n(metric::REACHED, &order[i - 1]),
+            };
+            StepFigures {
                 step: s.clone(),
                 reached,
-                conversion_percent: match prev {
-                    None => percent(reached, started),
-                    Some(p) => percent(reached, p),
-                },
+                conversion_percent: percent(reached, base),
                 stopped_here: stopped,
                 drop_off_percent: percent(stopped, reached),
                 time,
                 answers: c.n(metric::ANSWERED, s),
-            };
-            prev = Some(reached);
-            f
+            }
         })
         .collect();
     let edges = c

@@ -362,6 +362,12 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
     let shorts = arms.iter().filter(|a| a.0 == "short").count() as i64;
     assert_eq!(edge("short_intro", "plan"), shorts);
     assert_eq!(edge("long_intro", "plan"), 5 - shorts);
+    // After a branch, conversion is against the branch point: the arms share it.
+    assert_eq!(
+        step(&r, "short_intro")["conversion_percent"],
+        (shorts as f64 * 20.0 * 10.0).round() / 10.0
+    );
+    assert_eq!(plan["conversion_percent"], 100.0);
     // Answers by value (text answers are counted, not listed).
     let q = &r["questions"];
     assert_eq!(q[0]["step"], "plan");
@@ -426,6 +432,42 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
         assert!(status == 400 || status == 404, "{query}: {status}");
         assert_eq!(e["code"], code, "{query}: {e}");
     }
+    // The console pages draw the same numbers, each chart with its table.
+    let admin = user(&server, "boss@example.com", "admin").await;
+    let page = async |path: &str| {
+        let r = http()
+            .get(server.http(path))
+            .header("cookie", format!("volley_session={}", admin.token))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, html) = page("/console/analytics/flows/survey").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "<title>Flow graph of survey: steps with conversations reached and stopped, transitions by count</title>",
+        "plan · 5 reached · 1 stopped here",
+        "<title>plan → name: 4</title>",
+        "<title>Conversations reaching each step</title>",
+        "<td>plan</td><td>5</td><td>100 %</td><td>1</td><td>20 %</td>",
+        "<title>Answers to plan</title>",
+        "<td>Basic</td><td>2</td><td>50 %</td>",
+        "<td>signed-up</td><td>3</td><td>60 %</td><td>30</td>",
+        "href=\"/api/analytics/flows/survey?format=csv&amp;table=steps&amp;from=2026-11-02&amp;to=2026-12-01\"",
+    ] {
+        assert!(html.contains(needle), "{needle:?} in the flow page");
+    }
+    let (status, html) = page("/console/analytics/flows/survey?from=nope").await;
+    assert_eq!(status, 400, "{html}");
+    let (status, _) = page("/console/analytics/flows/nope").await;
+    assert_eq!(status, 404);
+    let (status, html) = page("/console/analytics").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/console/analytics/flows/survey\""),
+        "{html}"
+    );
     // Another period holds nothing.
     let r = report(&server, "flows/survey?from=2026-11-01&to=2026-11-30").await;
     assert_eq!(r["started"], 0);
@@ -469,6 +511,23 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
     assert_eq!(c["cohorts"][0]["d1_percent"], 40.0);
     // Day 7 has not come yet: unknown, not zero.
     assert_eq!(c["cohorts"][0]["d7"], Value::Null);
+    let admin = user(&server, "boss2@example.com", "admin").await;
+    let html = http()
+        .get(server.http("/console/analytics/contacts?from=2026-12-01&to=2026-12-02"))
+        .header("cookie", format!("volley_session={}", admin.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "<title>New and returning contacts per day, 2026-12-01 to 2026-12-02</title>",
+        "<td>2026-12-02</td><td>0</td><td>2</td>",
+        "<td>2026-12-01</td><td>5</td><td>2 (40 %)</td><td>–</td><td>–</td>",
+    ] {
+        assert!(html.contains(needle), "{needle:?} in the contacts page");
+    }
     // Answers count on the day their conversation started.
     let r = report(&server, "flows/survey?from=2026-12-02&to=2026-12-02").await;
     assert_eq!(r["started"], 0);
@@ -510,7 +569,7 @@ async fn every_reply_of_a_person_is_timed_from_the_message_it_answers() {
         .await;
     c.until(|v| v["event"]["kind"] == "assigned").await;
     let conv = c.conversation();
-    let mut say = async |c: &mut Client, text: &str| {
+    let say = async |c: &mut Client, text: &str| {
         let id = c.fresh_id();
         let ack = c
             .input(json!({"type": "say", "id": id, "text": text}))
