@@ -3,7 +3,7 @@
 # answer throughput and latency, idle WebSocket connections, timers, hand-off, premiere
 # chat against socket.io and premiere clock sync. Loopback only.
 #
-#   scripts/bench-server.sh [startup|throughput|idle|timers|handoff|premiere|premiere-sync|all]
+#   scripts/bench-server.sh [startup|throughput|idle|timers|handoff|premiere|premiere-sync|analytics|all]
 #
 # Needs: curl; node and npm for premiere (socket.io is installed into
 # bench/socketio/node_modules). Uses ports 18300-18302, free ports and a temporary
@@ -102,6 +102,11 @@ premiere_sync() {
   $LOAD premiere-sync --volley "$VOLLEY" --viewers 1000
 }
 
+analytics() {
+  # 1,000,000 generated conversations aggregated; the flow dashboard against a log rescan.
+  $LOAD analytics --volley "$VOLLEY"
+}
+
 case "${1:-all}" in
   startup) startup ;;
   throughput) throughput ;;
@@ -110,6 +115,7 @@ case "${1:-all}" in
   handoff) handoff ;;
   premiere) premiere ;;
   premiere-sync) premiere_sync ;;
-  all) startup; throughput; idle; timers; handoff; premiere; premiere_sync ;;
-  *) echo "usage: $0 [startup|throughput|idle|timers|handoff|premiere|premiere-sync|all]" >&2; exit 2 ;;
+  analytics) analytics ;;
+  all) startup; throughput; idle; timers; handoff; premiere; premiere_sync; analytics ;;
+  *) echo "usage: $0 [startup|throughput|idle|timers|handoff|premiere|premiere-sync|analytics|all]" >&2; exit 2 ;;
 esac
