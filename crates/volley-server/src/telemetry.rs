@@ -49,6 +49,10 @@ pub mod names {
     pub const TIMER_FIRE_SECONDS: &str = "volley_timer_fire_seconds";
     /// Timers held in memory by the scheduler (the near future; the rest is in the store).
     pub const TIMERS_IN_MEMORY: &str = "volley_timers_in_memory";
+    /// Timers pending in the store (counted at most every 10 s, when scraped).
+    pub const TIMERS_PENDING: &str = "volley_timers_pending";
+    /// Conversation log entries the analytics aggregator has not counted yet.
+    pub const ANALYTICS_BEHIND: &str = "volley_analytics_entries_behind";
     /// Viewers watching premieres (gauge).
     pub const EVENT_VIEWERS: &str = "volley_event_viewers";
     /// Premiere chat messages posted.
@@ -83,6 +87,29 @@ pub async fn track(
     response
 }
 
-pub async fn render() -> String {
+/// How often a scrape may count the pending timers (a count over the timers table).
+const COUNT_EVERY_MS: i64 = 10_000;
+
+/// `GET /metrics`: every metric, with the figures read from the store on scrape
+/// refreshed first (pending timers at most every 10 s).
+pub async fn render(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::App>>,
+) -> String {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static COUNTED_AT: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = app.clock.now_ms();
+    let last = COUNTED_AT.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= COUNT_EVERY_MS
+        && COUNTED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        && let Ok(n) = app.store.pending_timers().await
+    {
+        metrics::gauge!(names::TIMERS_PENDING).set(n as f64);
+    }
+    if let Ok((_, end)) = app.store.events_since(0, &[], 0).await {
+        let at = *app.stats.borrow();
+        metrics::gauge!(names::ANALYTICS_BEHIND).set((end - at).max(0) as f64);
+    }
     handle().render()
 }

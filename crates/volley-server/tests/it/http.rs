@@ -460,5 +460,12 @@ async fn requests_are_counted_and_timed_by_route_and_status() {
                 && l.contains("route=\"/api/flows/{id}\"")),
         "{text}"
     );
+    // Figures read from the store on scrape.
+    for gauge in ["volley_timers_pending ", "volley_analytics_entries_behind "] {
+        assert!(
+            text.lines().any(|l| l.starts_with(gauge)),
+            "{gauge}in {text}"
+        );
+    }
     server.stop().await;
 }
