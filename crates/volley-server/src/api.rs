@@ -574,7 +574,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Api<Json<Health>> {
         crate::event_stats::event,
         crate::exports::results, crate::exports::transcript, crate::exports::attendance,
         crate::inbound::upsert_contact, crate::inbound::start_flow, crate::inbound::send_message,
-        crate::analytics::handoffs, crate::analytics::flows::flow, crate::analytics::flows::contacts,
+        crate::analytics::handoffs, crate::event_stats::record_conversion, crate::analytics::flows::flow, crate::analytics::flows::contacts,
         crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete,
         crate::webhooks::update, crate::webhooks::rotate_secret,
         crate::webhooks::deliveries, crate::webhooks::replay,

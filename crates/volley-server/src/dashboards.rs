@@ -301,6 +301,9 @@ fn event_html(r: &EventReport) -> String {
                 o.clicks.to_string(),
                 o.clickers.to_string(),
                 opt(o.click_through_percent, " %"),
+                o.conversions.to_string(),
+                opt(o.conversion_percent, " %"),
+                number(o.conversion_value),
             ]
         })
         .collect();
@@ -315,7 +318,10 @@ fn event_html(r: &EventReport) -> String {
                 "Viewers shown",
                 "Clicks",
                 "Clickers",
-                "Click-through"
+                "Click-through",
+                "Conversions",
+                "Conversion (of clickers)",
+                "Value"
             ],
             &rows
         ),

@@ -663,6 +663,14 @@ pub struct OfferFigures {
     pub clickers: u64,
     /// clickers / viewers, in %.
     pub click_through_percent: Option<f64>,
+    /// Conversions the seller reported (`POST /api/events/{id}/conversions`).
+    pub conversions: u64,
+    /// Distinct viewers with a conversion.
+    pub converters: u64,
+    /// Sum of the conversions' values.
+    pub conversion_value: f64,
+    /// converters / clickers, in %.
+    pub conversion_percent: Option<f64>,
 }
 
 /// The figures of one showing of an event (docs/metrics.md, "Events").
@@ -847,6 +855,10 @@ fn offer_figures(id: &str, text: &str, a: OfferAgg) -> OfferFigures {
         viewers: a.viewers,
         clickers: a.clickers,
         click_through_percent: pct(a.clickers, a.viewers),
+        conversions: 0,
+        converters: 0,
+        conversion_value: 0.0,
+        conversion_percent: None,
     }
 }
 
@@ -883,14 +895,33 @@ pub(crate) async fn report(
             .unwrap_or_else(|| ShowingAgg::new(app, id)),
         None => ShowingAgg::default(),
     };
-    Ok(build(
+    let mut r = build(
         app,
         event_id,
         chosen.as_deref(),
         agg,
         ids,
         app.clock.now_ms(),
-    ))
+    );
+    // Conversions are few (sales): read per report, by offer.
+    if let Some(showing) = &r.showing_id {
+        for (offer, n, viewers, value) in app.store.offer_conversions(showing).await? {
+            let i = match r.offers.iter().position(|o| o.id == offer) {
+                Some(i) => i,
+                None => {
+                    r.offers
+                        .push(offer_figures(&offer, &offer, OfferAgg::default()));
+                    r.offers.len() - 1
+                }
+            };
+            let o = &mut r.offers[i];
+            o.conversions = n as u64;
+            o.converters = viewers as u64;
+            o.conversion_value = round2(value);
+            o.conversion_percent = pct(o.converters, o.clickers);
+        }
+    }
+    Ok(r)
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -1011,6 +1042,18 @@ pub(crate) fn csv(r: &EventReport) -> Vec<u8> {
             o.id.clone(),
             opt(o.click_through_percent),
         );
+        add("offer_conversions", o.id.clone(), o.conversions.to_string());
+        add("offer_converters", o.id.clone(), o.converters.to_string());
+        add(
+            "offer_conversion_value",
+            o.id.clone(),
+            o.conversion_value.to_string(),
+        );
+        add(
+            "offer_conversion_percent",
+            o.id.clone(),
+            opt(o.conversion_percent),
+        );
     }
     let mut out = crate::exports::csv_line(["figure", "item", "value"].map(String::from));
     for r in rows {
@@ -1077,6 +1120,173 @@ pub async fn event(
         csv(&r),
     )
         .into_response())
+}
+
+// ---------------------------------------------------------------------------------
+// Offer conversions reported by the seller
+
+/// Characters in an order id.
+pub const MAX_ORDER_CHARS: usize = 200;
+/// The largest conversion value.
+pub const MAX_CONVERSION_VALUE: f64 = 1e12;
+
+/// A conversion after an offer: who (a registration, a registrant's email, or the
+/// viewer and showing the offer link carried), which offer, and optionally its value and
+/// the seller's order id (a repeated order counts once).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewConversion {
+    /// The offer's id in the event's timeline.
+    pub offer: String,
+    /// A registration id (`reg_…`).
+    pub registration: Option<String>,
+    /// A registrant's email address (their latest registration for the event).
+    pub email: Option<String>,
+    /// The viewer id and showing id the offer link carried (`volley_viewer`,
+    /// `volley_showing`).
+    pub viewer: Option<String>,
+    pub showing: Option<String>,
+    pub value: Option<f64>,
+    /// The seller's order id: the same order reported again is not counted twice.
+    pub order: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Conversion {
+    pub id: String,
+    pub event: String,
+    pub showing: String,
+    pub viewer: String,
+    pub offer: String,
+    pub value: Option<f64>,
+    pub order: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// `POST /api/events/{id}/conversions` (scope `conversations:write`): records that a
+/// viewer converted after an offer. `201` when recorded, `200` with the first record
+/// when the order was already reported.
+#[utoipa::path(post, path = "/api/events/{id}/conversions", tag = "analytics",
+    params(("id" = String, Path, description = "The event id")), request_body = NewConversion,
+    responses((status = 201, body = Conversion), (status = 200, body = Conversion, description = "the order was already reported"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("admin_key" = []), ("console_session" = [])))]
+pub async fn record_conversion(
+    State(app): State<Arc<App>>,
+    _: Scoped<scope::ConversationsWrite>,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Json<NewConversion>, axum::extract::rejection::JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<Conversion>), ApiError> {
+    let Json(c) = body.map_err(crate::api::json_error)?;
+    let Some(published) = app.events.get(&id) else {
+        return Err(ApiError::not_found(
+            "unknown-event",
+            format!("no event `{id}`"),
+        ));
+    };
+    let bad = |code: &'static str, m: String| ApiError::unprocessable(code, m);
+    let known = published
+        .event
+        .timeline
+        .iter()
+        .any(|cue| matches!(&cue.kind, CueKind::Offer(o) if o.id == c.offer));
+    if !known {
+        return Err(bad(
+            "unknown-offer",
+            format!("`{id}` has no offer `{}`", c.offer),
+        ));
+    }
+    if let Some(v) = c.value
+        && !(v.is_finite() && (0.0..=MAX_CONVERSION_VALUE).contains(&v))
+    {
+        return Err(bad(
+            "invalid-value",
+            format!("a value is a number from 0 to {MAX_CONVERSION_VALUE}"),
+        ));
+    }
+    if let Some(o) = &c.order
+        && (o.is_empty() || o.chars().count() > MAX_ORDER_CHARS || o.chars().any(char::is_control))
+    {
+        return Err(bad(
+            "invalid-order",
+            format!("an order id has 1 to {MAX_ORDER_CHARS} characters, no control characters"),
+        ));
+    }
+    let registration = match (&c.registration, &c.email) {
+        (Some(r), _) => Some(
+            app.store
+                .registration(r)
+                .await?
+                .filter(|r| r.event_id == id)
+                .ok_or_else(|| {
+                    bad(
+                        "unknown-viewer",
+                        format!("no registration `{r}` for `{id}`"),
+                    )
+                })?,
+        ),
+        (None, Some(e)) => Some(
+            app.store
+                .registration_by_email(&id, e.trim())
+                .await?
+                .ok_or_else(|| {
+                    bad(
+                        "unknown-viewer",
+                        format!("nobody registered for `{id}` as `{e}`"),
+                    )
+                })?,
+        ),
+        (None, None) => None,
+    };
+    let (showing, viewer) = match (registration, &c.viewer, &c.showing) {
+        (Some(r), _, _) => (r.showing_id, r.viewer_id),
+        (None, Some(v), Some(s)) if event_of(s) == id && !v.is_empty() && v.len() <= 100 => {
+            (s.clone(), v.clone())
+        }
+        (None, Some(_), Some(s)) => {
+            return Err(bad(
+                "unknown-viewer",
+                format!("`{s}` is not a showing of `{id}`"),
+            ));
+        }
+        _ => {
+            return Err(bad(
+                "unknown-viewer",
+                "name the viewer: `registration`, `email`, or `viewer` with `showing`".into(),
+            ));
+        }
+    };
+    let row = volley_store::ConversionRow {
+        id: crate::ids::new_id("cv"),
+        event_id: id.clone(),
+        showing_id: showing,
+        viewer_id: viewer,
+        offer: c.offer,
+        value: c.value,
+        order_id: c.order,
+        at: app.clock.now_ms(),
+    };
+    let (row, created) = app.store.record_conversion(row).await?;
+    let status = if created {
+        axum::http::StatusCode::CREATED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Conversion {
+            id: row.id,
+            event: row.event_id,
+            showing: row.showing_id,
+            viewer: row.viewer_id,
+            offer: row.offer,
+            value: row.value,
+            order: row.order_id,
+            at: row.at,
+        }),
+    ))
 }
 
 #[cfg(test)]

@@ -162,6 +162,12 @@ fn endpoints() -> Vec<Endpoint> {
             event_stats::event,
         ),
         endpoint(
+            M::POST,
+            "/api/events/{id}/conversions",
+            Message,
+            event_stats::record_conversion,
+        ),
+        endpoint(
             M::GET,
             "/console/analytics/events/{id}",
             Message,

@@ -1724,6 +1724,19 @@
 
   var QUIET = { ok: function () {}, error: function () {} };
 
+  // The offer link carries who clicked it from which showing, so the seller can report
+  // a sale back (POST /api/events/{id}/conversions, docs/watching.md).
+  function offerHref(url) {
+    try {
+      var u = new URL(url);
+      if (S.viewerId) u.searchParams.set('volley_viewer', S.viewerId);
+      if (S.showing && S.showing.id) u.searchParams.set('volley_showing', S.showing.id);
+      return u.toString();
+    } catch (e) {
+      return url;
+    }
+  }
+
   function offerCard(o) {
     if (o.card) return o.card;
     var c = o.cue;
@@ -1733,7 +1746,7 @@
     if (!c.url) card.appendChild(el('p', 'offer-text', c.text));
     if (c.url) {
       var a = el('a', 'btn offer-link');
-      a.href = c.url;
+      a.href = offerHref(c.url);
       a.target = '_blank';
       a.rel = 'noopener noreferrer';
       a.appendChild(document.createTextNode(c.text));

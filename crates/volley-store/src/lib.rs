@@ -204,6 +204,19 @@ pub struct RegistrationRow {
     pub registered_at: Ms,
 }
 
+/// An offer conversion reported by the seller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionRow {
+    pub id: String,
+    pub event_id: String,
+    pub showing_id: String,
+    pub viewer_id: String,
+    pub offer: String,
+    pub value: Option<f64>,
+    pub order_id: Option<String>,
+    pub at: Ms,
+}
+
 /// The first answer to a request sent with an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotentRow {
@@ -827,6 +840,17 @@ pub trait Store: Send + Sync + 'static {
         viewer_id: &str,
     ) -> Result<Option<RegistrationRow>>;
     async fn registrations(&self, showing_id: &str) -> Result<i64>;
+    /// The latest registration for the event with this email address.
+    async fn registration_by_email(
+        &self,
+        event_id: &str,
+        email: &str,
+    ) -> Result<Option<RegistrationRow>>;
+    /// Records a conversion; when the event already has one with the same `order_id`,
+    /// that one is returned with `false` and nothing is written.
+    async fn record_conversion(&self, row: ConversionRow) -> Result<(ConversionRow, bool)>;
+    /// A showing's conversions by offer: `(offer, conversions, distinct viewers, value)`.
+    async fn offer_conversions(&self, showing_id: &str) -> Result<Vec<(String, i64, i64, f64)>>;
     async fn ban_viewer(&self, event_id: &str, viewer_id: &str, by: &str, at: Ms) -> Result<()>;
     async fn event_bans(&self, event_id: &str) -> Result<Vec<String>>;
 

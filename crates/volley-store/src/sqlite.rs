@@ -132,6 +132,7 @@ enum Write {
         at: Ms,
     },
     CreateWebhook(WebhookRow),
+    Conversion(ConversionRow),
     UpdateWebhook(WebhookRow),
     DeleteWebhook(String),
     Stats(Box<StatsBatch>),
@@ -1009,6 +1010,23 @@ async fn apply(tx: &mut SqliteConnection, write: &Write) -> Result<Output> {
             Ok(Output::Done)
         }
         Write::Shutdown => Ok(Output::Done),
+        Write::Conversion(c) => {
+            let done = sqlx::query(
+                "INSERT INTO offer_conversions (id, event_id, showing_id, viewer_id, offer, value, order_id, at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.id)
+            .bind(&c.event_id)
+            .bind(&c.showing_id)
+            .bind(&c.viewer_id)
+            .bind(&c.offer)
+            .bind(c.value)
+            .bind(&c.order_id)
+            .bind(c.at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Output::Deleted(done.rows_affected() == 1))
+        }
         Write::UpdateWebhook(w) => {
             let done = sqlx::query(
                 "UPDATE webhook_endpoints SET url = ?, secret = ?, types = ?, description = ?,
@@ -1938,6 +1956,76 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await?;
         Ok(row.map(registration_row))
+    }
+
+    async fn registration_by_email(
+        &self,
+        event_id: &str,
+        email: &str,
+    ) -> Result<Option<RegistrationRow>> {
+        let row: Option<RegistrationTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM event_registrations
+             WHERE event_id = ? AND email = ? ORDER BY registered_at DESC LIMIT 1"
+        )))
+        .bind(event_id)
+        .bind(email)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(registration_row))
+    }
+
+    async fn record_conversion(&self, row: ConversionRow) -> Result<(ConversionRow, bool)> {
+        let created = match self.submit(Write::Conversion(row.clone())).await? {
+            Output::Deleted(d) => d,
+            _ => unreachable!("a conversion answers whether it was written"),
+        };
+        if created {
+            return Ok((row, true));
+        }
+        type Tuple = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<f64>,
+            Option<String>,
+            i64,
+        );
+        let found: Option<Tuple> = sqlx::query_as(
+            "SELECT id, event_id, showing_id, viewer_id, offer, value, order_id, at
+             FROM offer_conversions WHERE event_id = ? AND order_id = ?",
+        )
+        .bind(&row.event_id)
+        .bind(&row.order_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(match found {
+            Some(r) => (
+                ConversionRow {
+                    id: r.0,
+                    event_id: r.1,
+                    showing_id: r.2,
+                    viewer_id: r.3,
+                    offer: r.4,
+                    value: r.5,
+                    order_id: r.6,
+                    at: r.7,
+                },
+                false,
+            ),
+            None => (row, false),
+        })
+    }
+
+    async fn offer_conversions(&self, showing_id: &str) -> Result<Vec<(String, i64, i64, f64)>> {
+        Ok(sqlx::query_as(
+            "SELECT offer, COUNT(*), COUNT(DISTINCT viewer_id), COALESCE(SUM(value), 0.0)
+             FROM offer_conversions WHERE showing_id = ? GROUP BY offer ORDER BY offer",
+        )
+        .bind(showing_id)
+        .fetch_all(&self.read)
+        .await?)
     }
 
     async fn registrations(&self, showing_id: &str) -> Result<i64> {

@@ -702,6 +702,11 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/api/events/{id}/attendance", Access::Scope("admin")),
     ("GET", "/api/analytics/events/{id}", Access::Scope("admin")),
+    (
+        "POST",
+        "/api/events/{id}/conversions",
+        Access::Scope("conversations:write"),
+    ),
     ("GET", "/console/analytics/events/{id}", Access::AdminPage),
     ("GET", "/console/analytics/handoffs", Access::AdminPage),
     ("GET", "/console/analytics", Access::AdminPage),

@@ -1659,7 +1659,13 @@ async fn a_premiere_plays_in_sync_for_everyone_with_chat_cues_and_moderation() {
             vec![],
         )
         .await;
-    assert_eq!(offer[0], json!("https://example.com/buy"));
+    // The link carries who clicked it from which showing (for the seller's conversions).
+    let href = offer[0].as_str().unwrap();
+    assert!(
+        href.starts_with("https://example.com/buy?volley_viewer=")
+            && href.contains("&volley_showing=live-premiere%40"),
+        "{href}"
+    );
     assert_eq!(offer[1], json!("_blank"));
     assert!(offer[2].as_str().unwrap().contains("noopener"), "{offer}");
     assert!(

@@ -415,6 +415,74 @@ async fn event_analytics_of_a_generated_showing_are_exact() {
         assert!(csv.lines().any(|l| l == line), "{line:?} in\n{csv}");
     }
 
+    // The seller reports a sale after the offer: by the registrant's email, then the
+    // same order again (counted once).
+    let sale = json!({"offer": "buy", "email": "ana@example.com", "value": 49.5, "order": "o-1"});
+    let (status, c) = api(
+        &server,
+        "POST",
+        "/api/events/talk/conversions",
+        sale.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["showing"], SHOWING);
+    let (status, again) = api(&server, "POST", "/api/events/talk/conversions", sale).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], c["id"]);
+    for (body, status, code) in [
+        (
+            json!({"offer": "nope", "email": "ana@example.com"}),
+            422,
+            "unknown-offer",
+        ),
+        (json!({"offer": "buy"}), 422, "unknown-viewer"),
+        (
+            json!({"offer": "buy", "email": "zed@example.com"}),
+            422,
+            "unknown-viewer",
+        ),
+        (
+            json!({"offer": "buy", "viewer": "v1", "showing": "other@2026-12-10T19:00:00Z"}),
+            422,
+            "unknown-viewer",
+        ),
+        (
+            json!({"offer": "buy", "email": "ana@example.com", "value": -1}),
+            422,
+            "invalid-value",
+        ),
+        (
+            json!({"offer": "buy", "email": "ana@example.com", "order": ""}),
+            422,
+            "invalid-order",
+        ),
+        (json!({"offer": "buy", "colour": "red"}), 400, "bad-json"),
+    ] {
+        let (s, e) = api(
+            &server,
+            "POST",
+            "/api/events/talk/conversions",
+            body.clone(),
+        )
+        .await;
+        assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{body}: {e}");
+    }
+    let (s, _) = api(
+        &server,
+        "POST",
+        "/api/events/nope/conversions",
+        json!({"offer": "buy"}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, r) = report(&server, "").await;
+    let offer = &r["offers"][0];
+    assert_eq!(offer["conversions"], 1, "{offer}");
+    assert_eq!(offer["converters"], 1);
+    assert_eq!(offer["conversion_value"], 49.5);
+    assert_eq!(offer["conversion_percent"], 100.0);
+
     // Bad input: clear 4xx JSON errors.
     for (query, status, code) in [
         ("?format=xml", 400, "bad-format"),
