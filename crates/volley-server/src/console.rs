@@ -117,6 +117,30 @@ pub(crate) fn message_page(status: StatusCode, title: &str, text: &str) -> Respo
     )
 }
 
+/// The signed-in admin; a browser without a session goes to sign in, other roles get
+/// `forbidden` (what the page is for).
+pub(crate) fn admin_or_page(
+    console: Result<Console, ApiError>,
+    forbidden: &str,
+) -> Result<Console, Box<Response>> {
+    match console {
+        Ok(c) if c.staff.role == Role::Admin => Ok(c),
+        Ok(_) => Err(Box::new(message_page(
+            StatusCode::FORBIDDEN,
+            "Not for your role",
+            forbidden,
+        ))),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            Err(Box::new(Redirect::to("/console/login").into_response()))
+        }
+        Err(e) => Err(Box::new(message_page(
+            e.status,
+            "Cannot open the console",
+            &e.message,
+        ))),
+    }
+}
+
 /// The signed-in agent (or admin); a browser without a session goes to sign in.
 fn agent_or_page(console: Result<Console, ApiError>) -> Result<Console, Box<Response>> {
     match console {

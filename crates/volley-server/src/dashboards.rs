@@ -10,35 +10,20 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use volley_flow::markdown::escape_html as esc;
 
 use crate::App;
 use crate::analytics::{Group, HandoffReport};
-use crate::auth::{Console, Role};
+use crate::auth::Console;
 use crate::charts::{Series, bar_chart, line_chart, number, table};
 use crate::error::ApiError;
 use crate::event_stats::EventReport;
 
 /// The signed-in admin; a browser without a session goes to sign in.
 fn admin(console: Result<Console, ApiError>) -> Result<Console, Box<Response>> {
-    match console {
-        Ok(c) if c.staff.role == Role::Admin => Ok(c),
-        Ok(_) => Err(Box::new(crate::console::message_page(
-            StatusCode::FORBIDDEN,
-            "Not for your role",
-            "Analytics are for admins.",
-        ))),
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            Err(Box::new(Redirect::to("/console/login").into_response()))
-        }
-        Err(e) => Err(Box::new(crate::console::message_page(
-            e.status,
-            "Cannot open the console",
-            &e.message,
-        ))),
-    }
+    crate::console::admin_or_page(console, "Analytics are for admins.")
 }
 
 fn query_text(s: &str) -> String {

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -33,8 +32,6 @@ use crate::error::{ApiError, ErrorBody};
 
 /// Rows of each log read per round (one transaction).
 const PAGE: i64 = 2_000;
-/// How long the tailer waits before trying again after a store error.
-const STORE_RETRY: Duration = Duration::from_secs(1);
 /// A minute, in ms: the unit of the timeline's figures.
 const MINUTE: i64 = 60_000;
 /// The longest timeline kept per showing (minutes): a day of media.
@@ -420,7 +417,7 @@ impl EventStats {
 
 /// Starts the tailer.
 pub fn start(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(tail(app.clone()))
+    tokio::spawn(crate::tailer::follow(app.clone(), Tailer(None)))
 }
 
 fn parse<T: for<'de> Deserialize<'de> + Default>(what: &str, data: &str) -> T {
@@ -527,35 +524,21 @@ async fn round(
     }
 }
 
-/// The tailer task: a round after every commit that wrote to a log. Runs until the
-/// server shuts down.
-async fn tail(app: Arc<App>) {
-    let mut written = app.store.log_written();
-    let mut shutdown = app.shutdown.clone();
-    let mut cursors: Option<StatsCursors> = None;
-    loop {
-        written.borrow_and_update();
-        let more = match round(&app, &mut cursors).await {
-            Ok(more) => more,
-            Err(e) => {
-                tracing::warn!(%e, "event stats: cannot read the logs; retrying");
-                cursors = None;
-                tokio::select! {
-                    () = tokio::time::sleep(STORE_RETRY) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                true
-            }
-        };
-        if more {
-            continue;
-        }
-        tokio::select! {
-            changed = written.changed() => if changed.is_err() {
-                return; // the store has closed
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+/// The tailer's place in the logs (`None`: read them from the store).
+struct Tailer(Option<StatsCursors>);
+
+impl crate::tailer::Reader for Tailer {
+    const NAME: &'static str = "event stats";
+
+    fn round<'a>(
+        &'a mut self,
+        app: &'a App,
+    ) -> impl std::future::Future<Output = Result<bool, volley_store::StoreError>> + Send + 'a {
+        round(app, &mut self.0)
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
     }
 }
 

@@ -34,6 +34,7 @@ mod premiere;
 mod scheduler;
 mod session;
 pub mod stats;
+mod tailer;
 mod telemetry;
 pub mod webhooks;
 mod wire;

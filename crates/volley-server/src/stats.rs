@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,8 +18,6 @@ use crate::App;
 
 /// Log entries read per round.
 const PAGE: i64 = 10_000;
-/// Pause after the store failed, before reading again.
-const STORE_RETRY: Duration = Duration::from_secs(1);
 /// The kinds of entries the aggregator reads (and every conversation's first entry).
 const KINDS: [&str; 12] = [
     "enter",
@@ -493,36 +490,27 @@ pub async fn caught_up(app: &App) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The aggregator task: a round after every commit that wrote to the log. Runs until
-/// the server shuts down.
-pub async fn run(app: Arc<App>) {
-    let mut written = app.store.log_written();
-    let mut shutdown = app.shutdown.clone();
-    let mut cursor = None;
-    loop {
-        written.borrow_and_update();
-        let more = match round(&app, &mut cursor).await {
-            Ok(more) => more,
-            Err(e) => {
-                tracing::warn!(%e, "analytics: cannot read the log; retrying");
-                cursor = None;
-                tokio::select! {
-                    () = tokio::time::sleep(STORE_RETRY) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-                true
-            }
-        };
-        if more {
-            continue;
-        }
-        tokio::select! {
-            changed = written.changed() => if changed.is_err() {
-                return; // the store has closed
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+/// The aggregator's place in the log (`None`: read it from the store).
+struct Aggregator(Option<i64>);
+
+impl crate::tailer::Reader for Aggregator {
+    const NAME: &'static str = "analytics";
+
+    fn round<'a>(
+        &'a mut self,
+        app: &'a App,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send + 'a {
+        round(app, &mut self.0)
     }
+
+    fn reset(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// The aggregator task: runs until the server shuts down.
+pub async fn run(app: Arc<App>) {
+    crate::tailer::follow(app, Aggregator(None)).await
 }
 
 #[cfg(test)]

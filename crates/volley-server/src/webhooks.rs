@@ -41,7 +41,7 @@ use volley_store::{
 };
 
 use crate::App;
-use crate::auth::{Admin, Console, Role, Scoped, scope};
+use crate::auth::{Admin, Console, Scoped, scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::ids::new_id;
 use crate::outbound;
@@ -439,7 +439,7 @@ pub async fn load(app: &App) -> Result<(), String> {
 /// Starts the dispatcher, the sender and the retention task.
 pub fn start(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(dispatch(app.clone())),
+        tokio::spawn(crate::tailer::follow(app.clone(), Dispatcher(None))),
         tokio::spawn(send(app.clone())),
         tokio::spawn(prune(app.clone())),
     ]
@@ -677,43 +677,29 @@ async fn dispatch_round(
     }
 }
 
-/// The dispatcher task: a round after every commit that wrote to a log, while there is
-/// an endpoint. Runs until the server shuts down.
-async fn dispatch(app: Arc<App>) {
-    let mut written = app.store.log_written();
-    let mut shutdown = app.shutdown.clone();
-    let mut cursors: Option<LogCursors> = None;
-    loop {
-        written.borrow_and_update();
+/// The dispatcher: a round after every commit that wrote to a log, while there is an
+/// endpoint; adding or removing endpoints wakes it (its cursors are read again).
+struct Dispatcher(Option<LogCursors>);
+
+impl crate::tailer::Reader for Dispatcher {
+    const NAME: &'static str = "webhooks";
+
+    async fn round(&mut self, app: &App) -> Result<bool, volley_store::StoreError> {
         let endpoints = app.webhooks.endpoints();
-        let more = if endpoints.is_empty() {
+        if endpoints.is_empty() {
             // Nothing to send; adding the first endpoint moves the cursors to the ends.
-            cursors = None;
-            false
-        } else {
-            match dispatch_round(&app, &endpoints, &mut cursors).await {
-                Ok(more) => more,
-                Err(e) => {
-                    tracing::warn!(%e, "webhooks: cannot read the logs; retrying");
-                    cursors = None;
-                    tokio::select! {
-                        () = tokio::time::sleep(STORE_RETRY) => {}
-                        _ = shutdown.wait_for(|s| *s) => return,
-                    }
-                    true
-                }
-            }
-        };
-        if more {
-            continue;
+            self.0 = None;
+            return Ok(false);
         }
-        tokio::select! {
-            changed = written.changed() => if changed.is_err() {
-                return; // the store has closed
-            },
-            () = app.webhooks.changed.notified() => cursors = None,
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+        dispatch_round(app, &endpoints, &mut self.0).await
+    }
+
+    fn reset(&mut self) {
+        self.0 = None;
+    }
+
+    fn wake(app: &App) -> Option<&Notify> {
+        Some(&app.webhooks.changed)
     }
 }
 
@@ -1519,22 +1505,7 @@ async fn console_html(app: &App, csrf: &str, notice: Option<&str>) -> Api<String
 
 /// The signed-in admin; a browser without a session goes to sign in.
 fn admin_or_page(console: Result<Console, ApiError>) -> Result<Console, Box<Response>> {
-    match console {
-        Ok(c) if c.staff.role == Role::Admin => Ok(c),
-        Ok(_) => Err(Box::new(crate::console::message_page(
-            StatusCode::FORBIDDEN,
-            "Not for your role",
-            "Webhooks are managed by admins.",
-        ))),
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            Err(Box::new(Redirect::to("/console/login").into_response()))
-        }
-        Err(e) => Err(Box::new(crate::console::message_page(
-            e.status,
-            "Cannot open the console",
-            &e.message,
-        ))),
-    }
+    crate::console::admin_or_page(console, "Webhooks are managed by admins.")
 }
 
 #[derive(Deserialize)]
