@@ -273,6 +273,24 @@ pub async fn backup_sqlite(url: &str, dest: &std::path::Path) -> Result<Backup> 
 }
 
 impl SqliteStore {
+    /// The latest registration for the event whose `column` (a fixed name) is `value`.
+    async fn latest_registration(
+        &self,
+        event_id: &str,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<RegistrationRow>> {
+        let row: Option<RegistrationTuple> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM event_registrations
+             WHERE event_id = ? AND {column} = ? ORDER BY registered_at DESC LIMIT 1"
+        )))
+        .bind(event_id)
+        .bind(value)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(registration_row))
+    }
+
     /// Conversation log entries in `after..=end` by rowid that are the first of their
     /// conversation or of `kinds`, at most `limit` (the outboxes' reading).
     async fn conversation_feed(
@@ -1947,15 +1965,8 @@ impl Store for SqliteStore {
         event_id: &str,
         viewer_id: &str,
     ) -> Result<Option<RegistrationRow>> {
-        let row: Option<RegistrationTuple> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {REGISTRATION_COLUMNS} FROM event_registrations
-             WHERE viewer_id = ? AND event_id = ? ORDER BY registered_at DESC LIMIT 1"
-        )))
-        .bind(viewer_id)
-        .bind(event_id)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(registration_row))
+        self.latest_registration(event_id, "viewer_id", viewer_id)
+            .await
     }
 
     async fn registration_by_email(
@@ -1963,15 +1974,7 @@ impl Store for SqliteStore {
         event_id: &str,
         email: &str,
     ) -> Result<Option<RegistrationRow>> {
-        let row: Option<RegistrationTuple> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {REGISTRATION_COLUMNS} FROM event_registrations
-             WHERE event_id = ? AND email = ? ORDER BY registered_at DESC LIMIT 1"
-        )))
-        .bind(event_id)
-        .bind(email)
-        .fetch_optional(&self.read)
-        .await?;
-        Ok(row.map(registration_row))
+        self.latest_registration(event_id, "email", email).await
     }
 
     async fn record_conversion(&self, row: ConversionRow) -> Result<(ConversionRow, bool)> {

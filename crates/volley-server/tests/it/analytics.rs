@@ -434,15 +434,7 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
     }
     // The console pages draw the same numbers, each chart with its table.
     let admin = user(&server, "boss@example.com", "admin").await;
-    let page = async |path: &str| {
-        let r = http()
-            .get(server.http(path))
-            .header("cookie", format!("volley_session={}", admin.token))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    };
+    let page = async |path: &str| console_page(&server, &admin.token, path).await;
     let (status, html) = page("/console/analytics/flows/survey").await;
     assert_eq!(status, 200);
     for needle in [
@@ -512,15 +504,12 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
     // Day 7 has not come yet: unknown, not zero.
     assert_eq!(c["cohorts"][0]["d7"], Value::Null);
     let admin = user(&server, "boss2@example.com", "admin").await;
-    let html = http()
-        .get(server.http("/console/analytics/contacts?from=2026-12-01&to=2026-12-02"))
-        .header("cookie", format!("volley_session={}", admin.token))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, html) = console_page(
+        &server,
+        &admin.token,
+        "/console/analytics/contacts?from=2026-12-01&to=2026-12-02",
+    )
+    .await;
     for needle in [
         "<title>New and returning contacts per day, 2026-12-01 to 2026-12-02</title>",
         "<td>2026-12-02</td><td>0</td><td>2</td>",

@@ -454,3 +454,14 @@ pub async fn receiver() -> Receiver {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Receiver { addr, requests }
 }
+
+/// A console page fetched with a signed-in user's session: its status and HTML.
+pub async fn console_page(server: &TestServer, session: &str, path: &str) -> (u16, String) {
+    let r = http()
+        .get(server.http(path))
+        .header("cookie", format!("volley_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
