@@ -279,9 +279,8 @@ async fn histogram(url: &str) -> anyhow::Result<Vec<(f64, u64)>> {
     histogram_of(url, "volley_input_seconds").await
 }
 
-/// Histogram buckets of a metric from a Prometheus text page.
-pub(crate) async fn histogram_of(url: &str, metric: &str) -> anyhow::Result<Vec<(f64, u64)>> {
-    let bucket = format!("{metric}_bucket");
+/// A Prometheus text page.
+async fn metrics_page(url: &str) -> anyhow::Result<String> {
     let url = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow::anyhow!("--metrics must be http://host:port/metrics"))?;
@@ -293,6 +292,13 @@ pub(crate) async fn histogram_of(url: &str, metric: &str) -> anyhow::Result<Vec<
         .await?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// Histogram buckets of a metric from a Prometheus text page.
+pub(crate) async fn histogram_of(url: &str, metric: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    let bucket = format!("{metric}_bucket");
+    let body = metrics_page(url).await?;
     let mut out = Vec::new();
     for line in body.lines().filter(|l| l.starts_with(&bucket)) {
         let le = line
@@ -309,6 +315,20 @@ pub(crate) async fn histogram_of(url: &str, metric: &str) -> anyhow::Result<Vec<
         out.push((bound, count));
     }
     Ok(out)
+}
+
+/// The sum of a counter's series whose labels contain `label` (e.g. `result="done"`).
+pub(crate) async fn counter_of(url: &str, metric: &str, label: &str) -> anyhow::Result<u64> {
+    let body = metrics_page(url).await?;
+    let mut total = 0;
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
+        .filter(|l| l.contains(label))
+    {
+        total += line.rsplit(' ').next().unwrap_or("0").parse::<f64>()? as u64;
+    }
+    Ok(total)
 }
 
 /// The smallest bucket bound holding `p` of the observations between two snapshots.

@@ -814,39 +814,100 @@ pub enum SendOutcome {
     Retry,
 }
 
-/// Fires one send: starts the campaign's flow for the contact, deleting the timer in
-/// the same transaction (and scheduling a recurring campaign's next send with it).
-pub async fn fire(app: &App, timer: &TimerRow) -> SendOutcome {
-    let Ok(data) = serde_json::from_str::<SendData>(&timer.data) else {
-        return drop_send(app, timer, "unreadable send").await;
-    };
-    let cached = match app.campaigns.get(app, &data.campaign).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return drop_send(app, timer, "campaign gone").await,
-        Err(()) => return SendOutcome::Retry,
-    };
-    let (row, spec) = &*cached;
-    match row.status.as_str() {
-        // Still being written: its sends are read again once it is active.
-        "paused" | "planning" => return SendOutcome::Parked,
-        "scheduled" => {}
-        _ => return drop_send(app, timer, "campaign cancelled").await,
+/// A send that passed its checks and waits for its contact.
+struct Ready {
+    data: SendData,
+    campaign: Arc<(CampaignRow, CampaignSpec)>,
+    flow: Arc<crate::flows::Published>,
+}
+
+/// Fires sends due together: each starts the campaign's flow for its contact, deleting
+/// its timer in the same transaction (and scheduling a recurring campaign's next send
+/// with it). The contacts are read in one query and the writer commits the starts
+/// together, so a batch costs little more than one send. Outcomes are in `timers` order.
+pub async fn fire(app: &App, timers: &[TimerRow]) -> Vec<SendOutcome> {
+    let mut outcomes = Vec::with_capacity(timers.len());
+    let mut ready = Vec::new();
+    for (i, timer) in timers.iter().enumerate() {
+        match prepare(app, timer).await {
+            Ok(r) => {
+                ready.push((i, r));
+                outcomes.push(SendOutcome::Retry);
+            }
+            Err(outcome) => outcomes.push(outcome),
+        }
     }
-    let now = app.clock.now();
+    if ready.is_empty() {
+        return outcomes;
+    }
+    let ids: Vec<String> = ready.iter().map(|(_, r)| r.data.contact.clone()).collect();
+    // A failed read leaves these sends at `Retry`.
+    let Ok(rows) = app.store.contacts(&ids).await else {
+        return outcomes;
+    };
+    let contacts: std::collections::HashMap<String, volley_store::ContactRow> =
+        rows.into_iter().map(|c| (c.id.clone(), c)).collect();
+    let starts = ready.into_iter().map(|(i, r)| {
+        let contact = contacts.get(&r.data.contact);
+        let timer = &timers[i];
+        async move { (i, start(app, timer, r, contact).await) }
+    });
+    for (i, outcome) in futures_util::future::join_all(starts).await {
+        outcomes[i] = outcome;
+    }
+    outcomes
+}
+
+/// The checks before a send needs its contact: a readable send of a running campaign,
+/// not too late, of a published flow. `Err` is the outcome when it is not to be sent.
+async fn prepare(app: &App, timer: &TimerRow) -> Result<Ready, SendOutcome> {
+    let Ok(data) = serde_json::from_str::<SendData>(&timer.data) else {
+        return Err(drop_send(app, timer, "unreadable send").await);
+    };
+    let campaign = match app.campaigns.get(app, &data.campaign).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(drop_send(app, timer, "campaign gone").await),
+        Err(()) => return Err(SendOutcome::Retry),
+    };
+    match campaign.0.status.as_str() {
+        // Still being written: its sends are read again once it is active.
+        "paused" | "planning" => return Err(SendOutcome::Parked),
+        "scheduled" => {}
+        _ => return Err(drop_send(app, timer, "campaign cancelled").await),
+    }
     if timer
         .late_after
-        .is_some_and(|limit| now.as_millisecond() - timer.due_at > limit)
+        .is_some_and(|limit| app.clock.now_ms() - timer.due_at > limit)
     {
-        return drop_send(app, timer, "too late").await;
+        return Err(drop_send(app, timer, "too late").await);
     }
-    let Some(flow) = app.flows.latest(&row.flow_id) else {
-        return drop_send(app, timer, "flow not published").await;
+    let Some(flow) = app.flows.latest(&campaign.0.flow_id) else {
+        return Err(drop_send(app, timer, "flow not published").await);
     };
-    let contact = match app.store.contact(&data.contact).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return drop_send(app, timer, "contact gone").await,
-        Err(_) => return SendOutcome::Retry,
+    Ok(Ready {
+        data,
+        campaign,
+        flow,
+    })
+}
+
+/// Starts one send's conversation.
+async fn start(
+    app: &App,
+    timer: &TimerRow,
+    ready: Ready,
+    contact: Option<&volley_store::ContactRow>,
+) -> SendOutcome {
+    let Some(contact) = contact else {
+        return drop_send(app, timer, "contact gone").await;
     };
+    let Ready {
+        data,
+        campaign,
+        flow,
+    } = ready;
+    let spec = &campaign.1;
+    let now = app.clock.now();
     let mut profile: Contact = serde_json::from_str(&contact.profile).unwrap_or_default();
     profile.id = contact.id.clone();
     // A recurring campaign's next send keeps this one's spacing from its occurrence.

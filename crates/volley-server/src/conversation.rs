@@ -24,7 +24,7 @@ use crate::App;
 use crate::error::ApiError;
 use crate::flows::Published;
 use crate::handoff;
-use crate::ids::new_id;
+use crate::ids::new_sorted_id;
 use crate::outbound;
 use crate::telemetry::names;
 use crate::wire;
@@ -334,8 +334,9 @@ impl Conversations {
         flow: Arc<Published>,
         origin: Origin,
     ) -> Result<Arc<Conv>, ApiError> {
-        let id = new_id("cv");
         let now = app.clock.now();
+        let id = new_sorted_id("cv", now.as_millisecond());
+        let started_by_server = origin.origin.is_some();
         let turn = flow.flow.start(contact, now, rand::random());
         let entries: Vec<wire::Entry> = turn
             .effects
@@ -423,6 +424,12 @@ impl Conversations {
         });
         metrics::counter!(names::CONVERSATIONS).increment(1);
         metrics::counter!(names::EVENTS).increment(logged as u64);
+        // Started by the server (a campaign, the API), nobody watches it yet: it stays
+        // in the store until someone opens it, so a campaign of a million sends does
+        // not fill memory. A hand-off is kept: the desk reads it from this map.
+        if started_by_server && handoff.is_none() {
+            return Ok(conv);
+        }
         self.map
             .lock()
             .expect("conversations lock")

@@ -9,6 +9,19 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(bytes))
 }
 
+/// A new id that sorts by creation time, such as `cv_019ad9a4c3e85f1c2a9e0b7d43e8`:
+/// the milliseconds of `now_ms` (12 hex digits), then 64 random bits. Rows keyed by
+/// it are inserted next to each other at the end of their index, so a batch of new
+/// conversations dirties a few pages instead of about one page per row (see
+/// docs/BENCHMARKS.md, "Timers").
+pub fn new_sorted_id(prefix: &str, now_ms: i64) -> String {
+    let random: u64 = rand::random();
+    format!(
+        "{prefix}_{:012x}{random:016x}",
+        now_ms.clamp(0, 0xffff_ffff_ffff)
+    )
+}
+
 /// A new secret token (256 random bits, URL-safe base64), e.g. a contact token.
 pub fn new_token(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::random();
@@ -57,6 +70,9 @@ mod tests {
                 && !constant_time_eq("ab", "abc")
         );
         assert_ne!(new_id("cv"), new_id("cv"));
+        let (a, b) = (new_sorted_id("cv", 1_000), new_sorted_id("cv", 1_001));
+        assert!(a < b && a.len() == 3 + 28, "{a} {b}");
+        assert_ne!(new_sorted_id("cv", 5), new_sorted_id("cv", 5));
         assert_eq!(new_token("t_").len(), 2 + 43);
     }
 }

@@ -564,6 +564,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_contact(&self, contact: NewContact) -> Result<()>;
     async fn contact(&self, id: &str) -> Result<Option<ContactRow>>;
+    /// The contacts of these ids that exist (in no particular order): one read for a
+    /// batch of campaign sends.
+    async fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRow>>;
     async fn contact_by_token(&self, token_hash: &str) -> Result<Option<ContactRow>>;
     async fn contact_by_external_id(&self, external_id: &str) -> Result<Option<ContactRow>>;
     async fn update_contact_profile(&self, id: &str, profile: &str, at: Ms) -> Result<()>;

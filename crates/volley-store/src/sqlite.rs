@@ -2154,6 +2154,22 @@ impl Store for SqliteStore {
         Ok(row.map(contact_row))
     }
 
+    async fn contacts(&self, ids: &[String]) -> Result<Vec<ContactRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in shaped(ids) {
+            let sql = format!(
+                "SELECT id, external_id, profile, created_at, updated_at FROM contacts WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, ContactTuple>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            out.extend(q.fetch_all(&self.read).await?.into_iter().map(contact_row));
+        }
+        Ok(out)
+    }
+
     async fn contact_by_token(&self, token_hash: &str) -> Result<Option<ContactRow>> {
         let row: Option<ContactTuple> =
             sqlx::query_as("SELECT id, external_id, profile, created_at, updated_at FROM contacts WHERE token_hash = ?")
