@@ -82,6 +82,8 @@ idle() {
 timers() {
   # 1,000,000 contacts × 5 campaigns = 5,000,000 pending timers (see docs/BENCHMARKS.md).
   $LOAD timers --volley "$VOLLEY" --backlog "${VOLLEY_BACKLOG:-200000}"
+  # The storage floor of the same backlog: only the rows its firings commit, no server.
+  python3 bench/timers_floor.py --backlog "${VOLLEY_BACKLOG:-200000}" --pending 5000000
 }
 
 handoff() {

@@ -16,7 +16,7 @@ use volley_store::ContactUpsert;
 use crate::App;
 use crate::auth::{Scoped, scope};
 use crate::error::{ApiError, ErrorBody};
-use crate::ids::new_id;
+use crate::ids::new_sorted_id;
 
 /// Largest CSV accepted (bytes).
 pub const MAX_CSV_BYTES: usize = 20 * 1024 * 1024;
@@ -191,9 +191,10 @@ fn parse_row(
 /// the fields the file has and keeps the others (a time zone the widget reported, say).
 pub async fn import(app: &App, rows: Vec<Imported>) -> Result<ImportResult, ApiError> {
     let mut upserts = Vec::with_capacity(rows.len());
+    let now = app.clock.now_ms();
     for row in rows {
         upserts.push(ContactUpsert {
-            id: new_id("ct"),
+            id: new_sorted_id("ct", now),
             external_id: row.external_id,
             profile: serde_json::to_string(&row.profile)
                 .map_err(|e| ApiError::internal("profile", e))?,

@@ -9,7 +9,7 @@ use volley_store::{ContactRow, NewContact};
 
 use crate::App;
 use crate::error::ApiError;
-use crate::ids::{constant_time_eq, hash_secret, hmac_hex, new_id, new_token};
+use crate::ids::{constant_time_eq, hash_secret, hmac_hex, new_id, new_sorted_id, new_token};
 
 /// A signed identity passed by the embedding site.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -193,7 +193,7 @@ async fn create(
     mut profile: volley_flow::Contact,
     now: i64,
 ) -> Result<Resolved, ApiError> {
-    let id = new_id("ct");
+    let id = new_sorted_id("ct", now);
     let json = profile_json(&profile);
     app.store
         .create_contact(NewContact {

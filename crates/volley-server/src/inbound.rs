@@ -20,7 +20,7 @@ use crate::App;
 use crate::auth::{Scoped, scope};
 use crate::conversation::{Manual, Origin};
 use crate::error::{ApiError, ErrorBody};
-use crate::ids::{hash_secret, new_id};
+use crate::ids::{hash_secret, new_sorted_id};
 use crate::wire;
 
 /// How long an idempotency key's answer is kept (ms): a day.
@@ -245,7 +245,7 @@ async fn upsert(
     let _: volley_flow::Contact = serde_json::from_value(profile.clone())
         .map_err(|e| ApiError::bad_request("bad-profile", format!("`profile`: {e}")))?;
     let upsert = ContactUpsert {
-        id: new_id("ct"),
+        id: new_sorted_id("ct", app.clock.now_ms()),
         external_id: external_id.to_string(),
         profile: profile.to_string(),
     };
