@@ -165,6 +165,67 @@ async fn a_campaign_sends_at_nine_in_each_contacts_zone_and_can_pause_resume_and
 }
 
 #[tokio::test]
+async fn sends_due_together_fire_in_batches_exactly_once_and_stay_out_of_memory() {
+    let clock = Arc::new(ManualClock::new("2026-11-30T12:00:00Z".parse().unwrap()));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let app = &server.running.app;
+    // 600 sends at one instant: more than two batches (256 each), and the last short.
+    let mut csv = String::from("external_id,name,timezone\n");
+    for i in 0..600 {
+        csv.push_str(&format!("u{i},Name {i},Europe/Berlin\n"));
+    }
+    let (status, _) = admin(&server, "POST", "/api/contacts/import", Some(csv)).await;
+    assert_eq!(status, 200);
+    let spec = json!({
+        "name": "All at once", "flow": "checkin", "audience": {"all": true},
+        "schedule": {"at": "2026-12-01T09:00:00Z"},
+    });
+    let (status, created) = admin(&server, "POST", "/api/campaigns", Some(spec.to_string())).await;
+    assert_eq!((status, created["pending"].clone()), (201, json!(600)));
+    let id = created["id"].as_str().unwrap().to_string();
+
+    clock.set("2026-12-01T09:00:00Z".parse().unwrap());
+    let done = sent(&server, &id, 600).await;
+    app.scheduler.settled(clock.now_ms()).await;
+    assert_eq!(
+        (done["pending"].clone(), done["skipped"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(app.store.pending_timers().await.unwrap(), 0);
+    // Exactly one conversation each, first and last of each batch included.
+    for i in [0, 255, 256, 511, 512, 599] {
+        let contact = app
+            .store
+            .contact_by_external_id(&format!("u{i}"))
+            .await
+            .unwrap()
+            .expect("imported");
+        let convs = app
+            .store
+            .contact_conversations(&contact.id, 10)
+            .await
+            .unwrap();
+        assert_eq!(convs.len(), 1, "u{i}: {convs:?}");
+    }
+    assert_eq!(campaign(&server, &id).await["sent"], 600, "and no more");
+    // Nobody has opened them: none is held in memory.
+    assert_eq!(app.convs.in_memory(), 0);
+
+    // One participant opens the site: their conversation is read from the store.
+    let mut h = hello("checkin");
+    h["identity"] = json!({"user_id": "u300", "signature": sign("u300")});
+    let mut p = Client::connect(&server, h).await;
+    assert_eq!(p.next_question().await["input"], "yes_no");
+    assert_eq!(
+        p.events[0]["event"]["text"],
+        "Good morning Name 300! Ready for your check-in?"
+    );
+    assert_eq!(app.convs.in_memory(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn bad_campaigns_and_csvs_change_nothing() {
     let server = TestServer::start().await;
     let http = reqwest::Client::new();
