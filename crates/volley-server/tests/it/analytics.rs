@@ -267,8 +267,7 @@ async fn the_flow_report_counts_generated_conversations_exactly() {
     let clock = Arc::new(volley_server::ManualClock::new(
         "2026-12-01T10:00:00Z".parse().unwrap(),
     ));
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let server = TestServer::on_clock(&clock).await;
     let runs = [
         Run {
             plan: Some("Basic"),
@@ -536,8 +535,7 @@ async fn every_reply_of_a_person_is_timed_from_the_message_it_answers() {
     let clock = Arc::new(volley_server::ManualClock::new(
         "2026-12-01T10:00:00Z".parse().unwrap(),
     ));
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let server = TestServer::on_clock(&clock).await;
     let app = &server.running.app;
     let _desk = Desk::connect(
         app,

@@ -17,11 +17,6 @@ fn start_time() -> jiff::Timestamp {
     "2026-03-06T10:00:00Z".parse().unwrap()
 }
 
-async fn server_on(clock: &Arc<ManualClock>) -> TestServer {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await
-}
-
 /// A client that does not follow redirects (they are what we check).
 async fn login(server: &TestServer, email: &str, password: &str) -> reqwest::Response {
     http()
@@ -141,7 +136,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_answer() {
 #[tokio::test]
 async fn failed_sign_ins_are_limited_per_email_and_per_address() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     user(&server, "a@example.com", "agent").await;
     for _ in 0..5 {
         assert_eq!(
@@ -267,7 +262,7 @@ async fn session_writes_need_the_csrf_token() {
 #[tokio::test]
 async fn sessions_end_after_12_idle_hours_or_7_days() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     let idle = user(&server, "idle@example.com", "agent").await;
     let busy = session_of(
         &server,
@@ -299,7 +294,7 @@ async fn sessions_end_after_12_idle_hours_or_7_days() {
 #[tokio::test]
 async fn a_setup_link_works_once_and_expires() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     let (id, link) = create_user(&server, "new@example.com", "agent").await;
     assert!(link.starts_with("/console/setup?token=vs_"), "{link}");
     let page = http().get(server.http(&link)).send().await.unwrap();

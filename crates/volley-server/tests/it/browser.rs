@@ -592,8 +592,7 @@ async fn a_wait_follows_up_in_the_open_widget_and_after_a_reload() {
     let clock = Arc::new(volley_server::ManualClock::new(
         "2026-12-01T10:00:00Z".parse().unwrap(),
     ));
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let server = TestServer::on_clock(&clock).await;
     let page = server.http("/f/short-wait");
     b.client.goto(&page).await.unwrap();
     b.expect_bot("come back to you in a minute").await;

@@ -39,8 +39,7 @@ async fn sent(server: &TestServer, id: &str, n: i64) -> Value {
 #[tokio::test]
 async fn a_campaign_sends_at_nine_in_each_contacts_zone_and_can_pause_resume_and_cancel() {
     let clock = Arc::new(ManualClock::new("2026-11-30T12:00:00Z".parse().unwrap()));
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let server = TestServer::on_clock(&clock).await;
 
     let (status, body) = admin(&server, "POST", "/api/contacts/import", Some(CSV.into())).await;
     assert_eq!((status, &body), (200, &json!({"created": 3, "updated": 0})));
@@ -167,8 +166,7 @@ async fn a_campaign_sends_at_nine_in_each_contacts_zone_and_can_pause_resume_and
 #[tokio::test]
 async fn sends_due_together_fire_in_batches_exactly_once_and_stay_out_of_memory() {
     let clock = Arc::new(ManualClock::new("2026-11-30T12:00:00Z".parse().unwrap()));
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let server = TestServer::on_clock(&clock).await;
     let app = &server.running.app;
     // 600 sends at one instant: more than two batches (256 each), and the last short.
     let mut csv = String::from("external_id,name,timezone\n");

@@ -346,8 +346,7 @@ async fn transfers_go_to_an_agent_or_back_to_a_queue() {
 #[tokio::test]
 async fn a_snoozed_conversation_comes_back_on_time_or_when_the_participant_writes() {
     let clock = Arc::new(ManualClock::new("2026-03-06T10:00:00Z".parse().unwrap()));
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let server = TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await;
+    let server = TestServer::on_clock(&clock).await;
     let app = &server.running.app;
     let _a = Desk::connect(app, agent("a", 5));
     let mut c = handed_off(&server, "Ada").await;

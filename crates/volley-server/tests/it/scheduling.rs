@@ -15,11 +15,6 @@ fn start_time() -> jiff::Timestamp {
     "2026-03-06T10:00:00Z".parse().unwrap()
 }
 
-async fn server_on(clock: &Arc<ManualClock>) -> TestServer {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    TestServer::start_on(dir.clone(), config(dir.path()), clock.clone()).await
-}
-
 fn clock_now_ms(server: &TestServer) -> i64 {
     server.running.app.clock.now_ms()
 }
@@ -46,7 +41,7 @@ async fn eventually_logged(server: &TestServer, token: &str, conv: &str, text: &
 #[tokio::test]
 async fn a_wait_resumes_by_itself_while_the_participant_watches() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     let mut c = Client::connect(&server, hello("follow-up")).await;
     let wait = c
         .until(|v| v["event"]["kind"] == "wait")
@@ -68,7 +63,7 @@ async fn a_wait_resumes_by_itself_while_the_participant_watches() {
 #[tokio::test]
 async fn a_question_timeout_nudges_and_an_answer_cancels_it() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     // Participant 1 does not answer: the nudge comes after 10 minutes.
     let mut c = Client::connect(&server, hello("follow-up")).await;
     c.until(|v| v["event"]["kind"] == "wait").await;
@@ -112,7 +107,7 @@ async fn a_question_timeout_nudges_and_an_answer_cancels_it() {
 #[tokio::test]
 async fn a_wait_fires_while_the_participant_is_away_and_waits_for_them() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     let mut c = Client::connect(&server, hello("follow-up")).await;
     let token = c.welcome["token"].as_str().unwrap().to_string();
     let conv = c.conversation();
@@ -142,7 +137,7 @@ async fn a_wait_fires_while_the_participant_is_away_and_waits_for_them() {
 #[tokio::test]
 async fn an_overdue_timer_fires_when_the_server_starts_again() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     let mut c = Client::connect(&server, hello("follow-up")).await;
     let token = c.welcome["token"].as_str().unwrap().to_string();
     let conv = c.conversation();
@@ -184,7 +179,7 @@ async fn ask_for_a_reminder(server: &TestServer) -> (String, String) {
 #[tokio::test]
 async fn a_wait_resumed_too_late_follows_its_lateness_policy() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     // On time (within the minute `late: skip` allows): the reminder.
     let (token, conv) = ask_for_a_reminder(&server).await;
     clock.advance(Duration::from_secs(3600));
@@ -209,7 +204,7 @@ async fn a_wait_resumed_too_late_follows_its_lateness_policy() {
 #[tokio::test]
 async fn a_conversation_without_input_expires() {
     let clock = Arc::new(ManualClock::new(start_time()));
-    let server = server_on(&clock).await;
+    let server = TestServer::on_clock(&clock).await;
     let mut c = Client::connect(&server, hello("reminder")).await;
     let q = c.next_question().await;
     // No answer for three days (`expire_after: 3d`): the conversation ends.

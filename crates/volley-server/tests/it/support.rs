@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use volley_server::{Config, Running, SystemClock};
+use volley_server::{Config, ManualClock, Running, SystemClock};
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 pub const IDENTITY_SECRET: &str = "test-identity-secret";
@@ -50,6 +50,12 @@ impl TestServer {
 
     pub async fn start_with(dir: Arc<tempfile::TempDir>, config: Config) -> TestServer {
         Self::start_on(dir, config, Arc::new(SystemClock)).await
+    }
+
+    /// A fresh server (new directory, test configuration) on virtual time.
+    pub async fn on_clock(clock: &Arc<ManualClock>) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_on(dir.clone(), config(dir.path()), clock.clone()).await
     }
 
     /// A server whose time is `clock` (virtual time in tests).
